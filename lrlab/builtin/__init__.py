@@ -1,0 +1,1 @@
+"""The built-in components: internal plugins holding only hook implementations."""

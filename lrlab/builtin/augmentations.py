@@ -1,0 +1,104 @@
+"""Built-in augmentations, batched and on the device, fresh randomness per sample.
+
+Each takes a batch ``(N, C, H, W)`` and draws its random numbers from torch's global
+generator (seeded per run), so a run's augmentations repeat with its seed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+
+from lrlab import hookimpl
+
+
+def _per_sample(x: torch.Tensor, p: float) -> torch.Tensor:
+    """A boolean mask ``(N, 1, 1, 1)``: which samples the transform applies to."""
+    return (torch.rand(x.shape[0], 1, 1, 1, device=x.device) < p)
+
+
+def none(input_shape: tuple[int, ...]):
+    """No augmentation."""
+    return lambda x: x
+
+
+def flip(input_shape: tuple[int, ...], *, p: float = 0.5):
+    """Mirror each image left-right with probability `p`."""
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        return torch.where(_per_sample(x, p), x.flip(-1), x)
+
+    return apply
+
+
+def crop(input_shape: tuple[int, ...], *, padding: int = 2):
+    """Pad by `padding` pixels (zeros), then crop back at a random offset per image."""
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        padded = v2.functional.pad(x, [padding] * 4)
+        dy = torch.randint(0, 2 * padding + 1, (n,), device=x.device)
+        dx = torch.randint(0, 2 * padding + 1, (n,), device=x.device)
+        rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # (n, h)
+        cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])  # (n, w)
+        idx_n = torch.arange(n, device=x.device)[:, None, None, None]
+        idx_c = torch.arange(c, device=x.device)[None, :, None, None]
+        return padded[idx_n, idx_c, rows[:, None, :, None], cols[:, None, None, :]]
+
+    return apply
+
+
+def rotate(input_shape: tuple[int, ...], *, degrees: float = 15.0):
+    """Rotate each image by a random angle in [-degrees, degrees] (bilinear, zero fill)."""
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        angle = (torch.rand(n, device=x.device) * 2 - 1) * math.radians(degrees)
+        cos, sin = angle.cos(), angle.sin()
+        zero = torch.zeros_like(cos)
+        theta = torch.stack([torch.stack([cos, -sin, zero], 1),
+                             torch.stack([sin, cos, zero], 1)], 1).to(x.dtype)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
+                             align_corners=False)
+
+    return apply
+
+
+def noise(input_shape: tuple[int, ...], *, std: float = 0.1):
+    """Add Gaussian noise of standard deviation `std` to every pixel."""
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        return x + std * torch.randn_like(x)
+
+    return apply
+
+
+def erase(input_shape: tuple[int, ...], *, p: float = 0.5, scale: float = 0.2):
+    """Random erasing: with probability `p`, zero a random square of `scale` of the image area."""
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        side_h = max(1, round(h * math.sqrt(scale)))
+        side_w = max(1, round(w * math.sqrt(scale)))
+        top = torch.randint(0, h - side_h + 1, (n, 1, 1, 1), device=x.device)
+        left = torch.randint(0, w - side_w + 1, (n, 1, 1, 1), device=x.device)
+        rows = torch.arange(h, device=x.device).view(1, 1, h, 1)
+        cols = torch.arange(w, device=x.device).view(1, 1, 1, w)
+        box = (rows >= top) & (rows < top + side_h) & (cols >= left) & (cols < left + side_w)
+        return torch.where(box & _per_sample(x, p), torch.zeros_like(x), x)
+
+    return apply
+
+
+@hookimpl
+def lrlab_register_augmentations(register):
+    register("none", none)
+    register("flip", flip)
+    register("crop", crop)
+    register("rotate", rotate)
+    register("noise", noise)
+    register("erase", erase)

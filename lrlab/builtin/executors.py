@@ -1,0 +1,30 @@
+"""Built-in executors: local (one run after another on one device)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from lrlab import hookimpl
+from lrlab.config import Run
+from lrlab.executors import Context
+from lrlab.results import RunResult
+
+
+class LocalExecutor:
+    """Trains the runs one after another on the sweep's device."""
+
+    def run(self, runs: list[Run], context: Context) -> Iterator[RunResult]:
+        for run in runs:
+            if context.stop_requested:
+                return
+            yield context.train_one(run)
+
+
+def local() -> LocalExecutor:
+    """One run after another on the chosen device."""
+    return LocalExecutor()
+
+
+@hookimpl
+def lrlab_register_executors(register):
+    register("local", local)

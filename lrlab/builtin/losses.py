@@ -1,0 +1,41 @@
+"""Built-in losses: cross-entropy on class indices, MSE on one-hot targets, label smoothing."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from lrlab import hookimpl
+
+
+def cross_entropy(num_classes: int):
+    """Cross-entropy of the logits against class indices (softmax + negative log-likelihood)."""
+    return F.cross_entropy
+
+
+def mse(num_classes: int, *, on: Literal["probs", "logits"] = "probs"):
+    """Mean squared error against one-hot targets, on softmax probabilities (or raw logits)."""
+
+    def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        outputs = logits.softmax(dim=1) if on == "probs" else logits
+        return F.mse_loss(outputs, F.one_hot(targets, num_classes).to(outputs.dtype))
+
+    return loss
+
+
+def label_smoothing(num_classes: int, *, eps: float = 0.1):
+    """Cross-entropy against targets smoothed by `eps` (Szegedy et al. 2016)."""
+
+    def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, targets, label_smoothing=eps)
+
+    return loss
+
+
+@hookimpl
+def lrlab_register_losses(register):
+    register("cross_entropy", cross_entropy)
+    register("mse", mse)
+    register("label_smoothing", label_smoothing)

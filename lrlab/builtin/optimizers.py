@@ -1,0 +1,43 @@
+"""Built-in optimizers: sgd, adam, adamw, radam (torch.optim)."""
+
+from __future__ import annotations
+
+import torch
+
+from lrlab import hookimpl
+
+
+def sgd(params, lr: float, *, momentum: float = 0.0, nesterov: bool = False,
+        weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """Stochastic gradient descent, with optional (Nesterov) momentum and L2 weight decay."""
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov,
+                           weight_decay=weight_decay)
+
+
+def adam(params, lr: float, *, beta1: float = 0.9, beta2: float = 0.999,
+         eps: float = 1e-8, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """Adam (Kingma & Ba 2015): adaptive moments; weight decay added to the gradient."""
+    return torch.optim.Adam(params, lr=lr, betas=(beta1, beta2), eps=eps,
+                            weight_decay=weight_decay)
+
+
+def adamw(params, lr: float, *, beta1: float = 0.9, beta2: float = 0.999,
+          eps: float = 1e-8, weight_decay: float = 0.01) -> torch.optim.Optimizer:
+    """AdamW (Loshchilov & Hutter 2019): Adam with decoupled weight decay."""
+    return torch.optim.AdamW(params, lr=lr, betas=(beta1, beta2), eps=eps,
+                             weight_decay=weight_decay)
+
+
+def radam(params, lr: float, *, beta1: float = 0.9, beta2: float = 0.999,
+          eps: float = 1e-8, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """RAdam (Liu et al. 2020): Adam with the variance of the adaptive rate rectified."""
+    return torch.optim.RAdam(params, lr=lr, betas=(beta1, beta2), eps=eps,
+                             weight_decay=weight_decay)
+
+
+@hookimpl
+def lrlab_register_optimizers(register):
+    register("sgd", sgd)
+    register("adam", adam)
+    register("adamw", adamw)
+    register("radam", radam)

@@ -1,0 +1,80 @@
+"""Built-in learning-rate schedules, each a pure function of the batch step.
+
+Every schedule is a ``LambdaLR`` over a factor ``f(step)`` of the run's learning rate,
+stepped once per batch, so a schedule is exactly reproducible from its step number (the
+vectorized executor relies on that). Each matches the torch scheduler it is named after,
+stepped per batch (tested against it).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from torch.optim.lr_scheduler import LambdaLR
+
+from lrlab import hookimpl
+
+
+def constant(optimizer, steps_per_epoch: int, epochs: int) -> LambdaLR:
+    """The learning rate stays as given."""
+    return LambdaLR(optimizer, lambda step: 1.0)
+
+
+def step(optimizer, steps_per_epoch: int, epochs: int, *, every: int = 10,
+         gamma: float = 0.1) -> LambdaLR:
+    """Multiply the LR by `gamma` every `every` epochs (torch StepLR)."""
+    size = max(1, every * steps_per_epoch)
+    return LambdaLR(optimizer, lambda s: gamma ** (s // size))
+
+
+def exponential(optimizer, steps_per_epoch: int, epochs: int, *,
+                gamma: float = 0.95) -> LambdaLR:
+    """Decay the LR smoothly by a factor `gamma` per epoch (torch ExponentialLR, per batch)."""
+    return LambdaLR(optimizer, lambda s: gamma ** (s / steps_per_epoch))
+
+
+def cosine(optimizer, steps_per_epoch: int, epochs: int, *,
+           min_factor: float = 0.0) -> LambdaLR:
+    """Cosine annealing from the LR down to `min_factor` x LR over the run (CosineAnnealingLR)."""
+    total = max(1, steps_per_epoch * epochs)
+
+    def factor(s: int) -> float:
+        s = min(s, total)
+        return min_factor + (1 - min_factor) * (1 + math.cos(math.pi * s / total)) / 2
+
+    return LambdaLR(optimizer, factor)
+
+
+def onecycle(optimizer, steps_per_epoch: int, epochs: int, *, pct_start: float = 0.3,
+             div_factor: float = 25.0, final_div_factor: float = 1e4,
+             anneal: Literal["cos", "linear"] = "cos") -> LambdaLR:
+    """Smith's one-cycle: warm up to the LR over `pct_start` of the run, then anneal far below
+    it (torch OneCycleLR without momentum cycling; the LR given is the peak)."""
+    total = steps_per_epoch * epochs
+    initial = 1.0 / div_factor
+    final = initial / final_div_factor
+    end_up = float(pct_start * total) - 1
+    end_down = float(total - 1)
+
+    def interp(start: float, end: float, pct: float) -> float:
+        if anneal == "cos":
+            return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+        return (end - start) * pct + start
+
+    def factor(s: int) -> float:
+        s = min(s, total - 1)
+        if s <= end_up:
+            return interp(initial, 1.0, s / end_up) if end_up > 0 else 1.0
+        return interp(1.0, final, (s - end_up) / (end_down - end_up))
+
+    return LambdaLR(optimizer, factor)
+
+
+@hookimpl
+def lrlab_register_schedules(register):
+    register("constant", constant)
+    register("step", step)
+    register("exponential", exponential)
+    register("cosine", cosine)
+    register("onecycle", onecycle)

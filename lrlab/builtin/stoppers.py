@@ -1,0 +1,175 @@
+"""Built-in early stopping: none; patience (Keras/Lightning semantics); Prechelt's
+GL, PQ and UP criteria from "Early Stopping — But When?" (1998).
+
+Prechelt's definitions, with E_va and E_tr the validation and training loss:
+
+* ``GL(t) = 100 * (E_va(t) / E_opt(t) - 1)``, ``E_opt(t) = min_{t' <= t} E_va(t')``;
+  GL_alpha stops after the first epoch with GL(t) > alpha.
+* Training progress over a strip of k epochs ending at t:
+  ``P_k(t) = 1000 * (sum_{t'=t-k+1..t} E_tr(t') / (k * min_{t'=t-k+1..t} E_tr(t')) - 1)``;
+  PQ_alpha stops after the first end-of-strip epoch with GL(t) / P_k(t) > alpha.
+* UP_s stops after epoch t when the validation loss rose at the ends of s successive
+  strips: E_va(t) > E_va(t-k), E_va(t-k) > E_va(t-2k), ... (s rises).
+
+All three keep (and by default restore) the epoch of the lowest validation loss, as the
+paper prescribes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from lrlab import hookimpl
+
+
+class NoStopper:
+    """Never stops; its best epoch is the one of the lowest validation loss."""
+
+    restore_best = False
+
+    def __init__(self) -> None:
+        self.best_epoch: int | None = None
+        self._best = math.inf
+
+    def update(self, epoch: int, metrics: dict[str, float]) -> bool:
+        if metrics["val_loss"] < self._best:
+            self._best, self.best_epoch = metrics["val_loss"], epoch
+        return False
+
+
+class Patience:
+    """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs."""
+
+    def __init__(self, monitor: str, mode: str, min_delta: float, patience: int,
+                 restore_best: bool) -> None:
+        if mode == "auto":
+            mode = "max" if "acc" in monitor else "min"
+        self.monitor, self.mode = monitor, mode
+        self.min_delta, self.patience = abs(min_delta), patience
+        self.restore_best = restore_best
+        self.best = math.inf if mode == "min" else -math.inf
+        self.best_epoch: int | None = None
+        self.wait = 0
+
+    def _improved(self, value: float) -> bool:
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def update(self, epoch: int, metrics: dict[str, float]) -> bool:
+        value = metrics[self.monitor]
+        if self.best_epoch is None and not math.isnan(value):
+            self.best, self.best_epoch = value, epoch  # the first epoch is the first best
+            return False
+        if self._improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            return False
+        self.wait += 1
+        return self.wait >= self.patience
+
+
+class Prechelt:
+    """Shared bookkeeping of Prechelt's criteria: losses per epoch, the best epoch."""
+
+    def __init__(self, restore_best: bool) -> None:
+        self.restore_best = restore_best
+        self.val: list[float] = []
+        self.train: list[float] = []
+        self.best_epoch: int | None = None
+
+    def record(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.val.append(metrics["val_loss"])
+        self.train.append(metrics["train_loss"])
+        if self.best_epoch is None or metrics["val_loss"] < self.val[self.best_epoch - 1]:
+            self.best_epoch = epoch
+
+    def gl(self) -> float:
+        """GL(t) in percent at the latest epoch."""
+        e_opt = min(self.val)
+        return 100.0 * (self.val[-1] / e_opt - 1.0) if e_opt > 0 else math.inf
+
+    def progress(self, k: int) -> float:
+        """P_k(t) in per mille over the last strip of k epochs."""
+        strip = self.train[-k:]
+        low = min(strip)
+        return 1000.0 * (sum(strip) / (k * low) - 1.0) if low > 0 else math.inf
+
+
+class GL(Prechelt):
+    def __init__(self, alpha: float, restore_best: bool) -> None:
+        super().__init__(restore_best)
+        self.alpha = alpha
+
+    def update(self, epoch: int, metrics: dict[str, float]) -> bool:
+        self.record(epoch, metrics)
+        return self.gl() > self.alpha
+
+
+class PQ(Prechelt):
+    def __init__(self, alpha: float, strip: int, restore_best: bool) -> None:
+        super().__init__(restore_best)
+        self.alpha, self.strip = alpha, strip
+
+    def update(self, epoch: int, metrics: dict[str, float]) -> bool:
+        self.record(epoch, metrics)
+        if epoch % self.strip != 0:
+            return False
+        p = self.progress(self.strip)
+        if p == 0:
+            return self.gl() > 0  # training has stalled completely
+        return self.gl() / p > self.alpha
+
+
+class UP(Prechelt):
+    def __init__(self, s: int, strip: int, restore_best: bool) -> None:
+        super().__init__(restore_best)
+        self.s, self.strip = s, strip
+
+    def update(self, epoch: int, metrics: dict[str, float]) -> bool:
+        self.record(epoch, metrics)
+        k = self.strip
+        if epoch % k != 0:
+            return False
+        rises = 0
+        t = epoch
+        while t - k >= 1 and self.val[t - 1] > self.val[t - k - 1]:
+            rises += 1
+            t -= k
+        return rises >= self.s
+
+
+def none() -> NoStopper:
+    """No early stopping: train every epoch."""
+    return NoStopper()
+
+
+def patience(*, monitor: Literal["val_loss", "val_acc", "train_loss", "train_acc"] = "val_loss",
+             mode: Literal["auto", "min", "max"] = "auto", min_delta: float = 0.0,
+             patience: int = 5, restore_best: bool = False) -> Patience:
+    """Keras/Lightning EarlyStopping: stop after `patience` epochs without improvement."""
+    return Patience(monitor, mode, min_delta, patience, restore_best)
+
+
+def gl(*, alpha: float = 5.0, restore_best: bool = True) -> GL:
+    """Prechelt's GL_alpha: stop once the generalization loss exceeds alpha percent."""
+    return GL(alpha, restore_best)
+
+
+def pq(*, alpha: float = 0.5, strip: int = 5, restore_best: bool = True) -> PQ:
+    """Prechelt's PQ_alpha: stop once generalization loss / training progress exceeds alpha."""
+    return PQ(alpha, strip, restore_best)
+
+
+def up(*, s: int = 2, strip: int = 5, restore_best: bool = True) -> UP:
+    """Prechelt's UP_s: stop when the validation loss rose over s successive strips."""
+    return UP(s, strip, restore_best)
+
+
+@hookimpl
+def lrlab_register_stoppers(register):
+    register("none", none)
+    register("patience", patience)
+    register("gl", gl)
+    register("pq", pq)
+    register("up", up)

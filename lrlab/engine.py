@@ -1,0 +1,163 @@
+"""Training one run: one function, top to bottom.
+
+Batches come from tensors already on the device (no DataLoader): each epoch draws a
+permutation from the run's own generator, so the same seed gives the same batch order
+on every executor. After every epoch the model is evaluated clean (eval mode, no
+augmentation) on the train and validation splits; the test split is evaluated once, at
+the end, at the restored epoch when the stopper restores one.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from lrlab.config import Run
+from lrlab.data import Split
+from lrlab.registry import Registry
+
+
+@dataclass
+class TrainSettings:
+    """How a run is trained, beyond its axes."""
+
+    device: torch.device  # where the model, the batches and the evaluation live
+    eval_batch_size: int = 4096  # samples per forward pass in clean evaluation
+    diverge_factor: float = 1.5  # stop once the clean train loss exceeds this x its start
+    compile: bool = False  # torch.compile the model (slower start, faster steps)
+    amp: bool = False  # bfloat16 autocast on CUDA for the forward pass
+
+
+@dataclass
+class Trained:
+    """What training hands back: per-epoch history and the test evaluation."""
+
+    history: list[dict[str, float]]  # epoch 0 (untrained) .. epochs_run
+    test_loss: float
+    test_acc: float
+    restored_epoch: int | None  # the epoch whose weights were tested, if restored
+    stopped_by: str | None  # "stopper", "plugin", "diverged" or None (ran all epochs)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from lrlab.errors import UsageError
+
+        raise UsageError("--device cuda was asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor,
+             batch_size: int) -> tuple[float, float]:
+    """Mean loss and accuracy over ``(x, y)`` in eval mode, in large batches."""
+    was_training = model.training
+    model.eval()
+    total_loss = torch.zeros((), device=x.device, dtype=torch.float64)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    for start in range(0, len(y), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        logits = model(xb).float()
+        total_loss += loss_fn(logits, yb).double() * len(yb)
+        correct += (logits.argmax(1) == yb).sum()
+    model.train(was_training)
+    n = len(y)
+    return (total_loss / n).item(), correct.item() / n
+
+
+def build_augment(registry: Registry, run: Run, input_shape: tuple[int, ...]):
+    steps = [registry.build("augmentation", spec, input_shape) for spec in run.augment
+             if spec.name != "none"]
+    if not steps:
+        return None
+
+    def pipeline(x: torch.Tensor) -> torch.Tensor:
+        for step in steps:
+            x = step(x)
+        return x
+
+    return pipeline
+
+
+def train(run: Run, data: Split, registry: Registry, settings: TrainSettings,
+          epoch_end: Callable[[Run, int, dict[str, float]], bool] | None = None) -> Trained:
+    """Train ``run`` on ``data`` (already on ``settings.device``) and evaluate it."""
+    device = settings.device
+    torch.manual_seed(run.seed)  # initialization, dropout and augmentation randomness
+    batch_gen = torch.Generator(device=device).manual_seed(run.seed)  # batch order
+
+    model = registry.build("model", run.model, data.input_shape, data.num_classes).to(device)
+    loss_fn = registry.build("loss", run.loss, data.num_classes)
+    optimizer = registry.build("optimizer", run.optimizer, model.parameters(), run.lr)
+    x_train, y_train = data.train
+    n = len(y_train)
+    steps_per_epoch = math.ceil(n / run.batch_size)
+    schedule = registry.build("schedule", run.schedule, optimizer, steps_per_epoch, run.epochs)
+    augment = build_augment(registry, run, data.input_shape)
+    stopper = registry.build("stopper", run.stopper)
+    forward = torch.compile(model) if settings.compile else model
+    autocast = settings.amp and device.type == "cuda"
+
+    def clean_metrics() -> dict[str, float]:
+        train_loss, train_acc = evaluate(model, loss_fn, *data.train, settings.eval_batch_size)
+        val_loss, val_acc = evaluate(model, loss_fn, *data.val, settings.eval_batch_size)
+        return {"train_loss": train_loss, "train_acc": train_acc,
+                "val_loss": val_loss, "val_acc": val_acc}
+
+    start = time.perf_counter()
+    history = [{"epoch": 0, "lr": optimizer.param_groups[0]["lr"], **clean_metrics(),
+                "wall_s": 0.0}]
+    start_loss = history[0]["train_loss"]
+    best_state: dict[str, Any] | None = None
+    stopped_by = None
+
+    for epoch in range(1, run.epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=batch_gen, device=device)
+        lr_used = optimizer.param_groups[0]["lr"]
+        for step in range(steps_per_epoch):
+            idx = order[step * run.batch_size:(step + 1) * run.batch_size]
+            xb, yb = x_train[idx], y_train[idx]
+            if augment is not None:
+                xb = augment(xb)
+            lr_used = optimizer.param_groups[0]["lr"]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                logits = forward(xb)
+            loss = loss_fn(logits.float(), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+
+        metrics = {"lr": lr_used, **clean_metrics()}
+        history.append({"epoch": epoch, **metrics, "wall_s": time.perf_counter() - start})
+
+        # a diverged run stops at once; its record is final
+        if not math.isfinite(metrics["train_loss"]) or \
+                metrics["train_loss"] > settings.diverge_factor * start_loss:
+            stopped_by = "diverged"
+            break
+        stop = stopper.update(epoch, metrics)
+        if stopper.restore_best and stopper.best_epoch == epoch:
+            best_state = copy.deepcopy(model.state_dict())
+        if epoch_end is not None and epoch_end(run, epoch, metrics):
+            stopped_by = "plugin"
+            break
+        if stop:
+            stopped_by = "stopper"
+            break
+
+    restored = None
+    if stopper.restore_best and best_state is not None and stopped_by != "diverged":
+        model.load_state_dict(best_state)
+        restored = stopper.best_epoch
+    test_loss, test_acc = evaluate(model, loss_fn, *data.test, settings.eval_batch_size)
+    return Trained(history, test_loss, test_acc, restored, stopped_by)

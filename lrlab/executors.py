@@ -1,0 +1,109 @@
+"""The executor contract, and the context every executor trains its runs with.
+
+An executor is anything with ``run(runs, context) -> Iterator[RunResult]``: it trains
+the runs in any order or all at once, and yields each result as it finishes. The
+context gives it the data (loaded once, on the device), the components, the lifecycle
+hooks and :meth:`Context.train_one`, which trains one run exactly as the local executor
+does and turns any exception into an ``error`` result. The sweep driver stores each
+result, judges it and calls ``lrlab_run_end``; an executor never has to.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from lrlab.config import Run, SweepConfig, run_key
+from lrlab.data import Split, stratified_split
+from lrlab.engine import TrainSettings, train
+from lrlab.plugins import Plugins
+from lrlab.results import RunResult, summarize
+
+
+class Executor(Protocol):
+    def run(self, runs: list[Run], context: Context) -> Iterator[RunResult]:
+        ...
+
+
+@dataclass
+class Context:
+    """What an executor needs to train runs; one per sweep."""
+
+    config: SweepConfig
+    plugins: Plugins
+    device: torch.device
+    stop_requested: bool = False  # set by the driver under -x after an error
+    _data: dict[str, Split] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # said once to the user at the end
+
+    @property
+    def registry(self):
+        return self.plugins.registry
+
+    @property
+    def settings(self) -> TrainSettings:
+        return TrainSettings(device=self.device,
+                             eval_batch_size=self.config.eval_batch_size,
+                             diverge_factor=self.config.thresholds["diverge_factor"],
+                             compile=self.config.compile, amp=self.config.amp)
+
+    def data(self, run: Run) -> Split:
+        """The run's dataset, split and on the device; loaded once per sweep."""
+        name = str(run.dataset)
+        if name not in self._data:
+            spec = run.dataset
+            comp = self.registry.check("dataset", spec)
+            if self.config.download and "download" in comp.params:
+                spec = type(spec)(spec.name, tuple(sorted({**spec.kwargs,
+                                                           "download": True}.items())))
+            raw = self.registry.build("dataset", spec, self.config.data_root)
+            split = stratified_split(raw, self.config.split, self.config.split_seed)
+            self._data[name] = split.to(self.device)
+        return self._data[name]
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    # lifecycle hooks, as executors call them
+
+    def run_start(self, run: Run) -> None:
+        self.plugins.call("lrlab_run_start", run=run)
+
+    def epoch_end(self, run: Run, epoch: int, metrics: dict[str, float]) -> bool:
+        answers = self.plugins.call("lrlab_epoch_end", run=run, epoch=epoch,
+                                    metrics=dict(metrics))
+        return any(bool(a) for a in answers)
+
+    def result(self, run: Run, trained: Any = None, *, wall_s: float = 0.0,
+               error: str = "") -> RunResult:
+        """Package a run's outcome (``trained`` from :func:`lrlab.engine.train`)."""
+        data_classes = len(self._data[str(run.dataset)].classes) \
+            if str(run.dataset) in self._data else 0
+        history = trained.history if trained is not None else []
+        summary = summarize(
+            run, history,
+            test_loss=trained.test_loss if trained else float("nan"),
+            test_acc=trained.test_acc if trained else float("nan"),
+            restored_epoch=trained.restored_epoch if trained else None,
+            stopped_by=trained.stopped_by if trained else None,
+            num_classes=data_classes, wall_s=wall_s, device=str(self.device), error=error,
+            key=run_key(run, self.config))
+        return RunResult(run, summary, history)
+
+    def train_one(self, run: Run) -> RunResult:
+        """Train one run here and now; an exception becomes an ``error`` result."""
+        start = time.perf_counter()
+        try:
+            data = self.data(run)
+            self.run_start(run)
+            trained = train(run, data, self.registry, self.settings, self.epoch_end)
+        except Exception:
+            return self.result(run, wall_s=time.perf_counter() - start,
+                               error=traceback.format_exc())
+        return self.result(run, trained, wall_s=time.perf_counter() - start)

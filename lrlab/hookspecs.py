@@ -1,0 +1,234 @@
+"""Every hook lrlab calls, in one module.
+
+Plugins implement these with ``@lrlab.hookimpl``; a function named ``lrlab_*`` that
+matches no spec here, or takes an argument a spec does not offer, fails loading with
+the plugin named. Arguments are only ever added at the end, never renamed.
+
+Order of calls in one sweep (the same on every executor)::
+
+    lrlab_register_*          once per kind, when plugins are loaded
+    lrlab_configure           once, after loading, before the grid is expanded
+    lrlab_sweep_start         once, with the runs about to be trained
+      lrlab_run_start         per run, before its first epoch
+        lrlab_epoch_end       per run and epoch, after the epoch's evaluation
+      lrlab_diagnose          per run, after training, to add flags and verdicts
+      lrlab_run_end           per run, with its final result and verdict
+    lrlab_sweep_end           once, with the final tables
+    lrlab_report_sections     when the HTML report is built
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from lrlab.config import Run, SweepConfig
+    from lrlab.registry import Register
+    from lrlab.results import RunResult
+
+hookspec = pluggy.HookspecMarker("lrlab")
+
+
+# -- registration --------------------------------------------------------------------
+# Each is called once when plugins are loaded, once per plugin, with a ``register``
+# callable bound to that plugin: ``register(name, factory, doc=None)``. The factory's
+# keyword-only parameters are the component's parameters (``mlp(width=64)``); their
+# annotations and defaults give their types. Registering a name twice is an error
+# naming both plugins.
+
+
+@hookspec
+def lrlab_register_datasets(register: Register) -> None:
+    """Register datasets.
+
+    A dataset factory is called as ``factory(root, **params)``: ``root`` is the data
+    root (``--data-root``), and it returns a :class:`lrlab.data.Data` (tensors in
+    memory, class names, input shape; optionally its own test split). Raise
+    :class:`lrlab.UsageError` when the files are missing, so the user gets one line.
+
+    :param register: ``register(name, factory, doc=None)``, bound to this plugin.
+    """
+
+
+@hookspec
+def lrlab_register_models(register: Register) -> None:
+    """Register models.
+
+    A model factory is called as ``factory(input_shape, num_classes, **params)`` with
+    ``input_shape = (channels, height, width)`` and returns a ``torch.nn.Module`` that
+    maps a batch of inputs to ``num_classes`` logits.
+
+    :param register: ``register(name, factory, doc=None)``, bound to this plugin.
+    """
+
+
+@hookspec
+def lrlab_register_losses(register: Register) -> None:
+    """Register losses.
+
+    A loss factory is called as ``factory(num_classes, **params)`` and returns a
+    callable ``(logits, targets) -> scalar tensor`` where ``targets`` are class indices
+    (a loss that wants one-hot targets makes them itself).
+
+    :param register: ``register(name, factory, doc=None)``, bound to this plugin.
+    """
+
+
+@hookspec
+def lrlab_register_optimizers(register: Register) -> None:
+    """Register optimizers.
+
+    An optimizer factory is called as ``factory(params, lr, **params)`` and returns a
+    ``torch.optim.Optimizer``.
+
+    :param register: ``register(name, factory, doc=None)``, bound to this plugin.
+    """
+
+
+@hookspec
+def lrlab_register_schedules(register: Register) -> None:
+    """Register learning-rate schedules.
+
+    A schedule factory is called as ``factory(optimizer, steps_per_epoch, epochs,
+    **params)`` and returns a ``torch.optim.lr_scheduler.LRScheduler`` that lrlab steps
+    once per batch. The learning rate the optimizer actually used is recorded in the
+    history's ``lr`` column.
+
+    :param register: ``register(name, factory, doc=None)``, bound to this plugin.
+    """
+
+
+@hookspec
+def lrlab_register_augmentations(register: Register) -> None:
+    """Register augmentations.
+
+    An augmentation factory is called as ``factory(input_shape, **params)`` and returns
+    a callable ``Tensor -> Tensor`` that transforms a whole batch ``(N, C, H, W)`` on
+    its device, with fresh randomness per sample drawn from torch's global generator
+    (which lrlab seeds per run). Augmentations combine with ``+``: ``flip+crop``.
+
+    :param register: ``register(name, factory, doc=None)``, bound to this plugin.
+    """
+
+
+@hookspec
+def lrlab_register_stoppers(register: Register) -> None:
+    """Register early-stopping strategies.
+
+    A stopper factory is called as ``factory(**params)`` and returns a
+    :class:`lrlab.stopping.Stopper`: ``update(epoch, metrics) -> bool`` says stop,
+    ``best_epoch`` is the epoch it would keep, and ``restore_best`` says whether the
+    weights of that epoch are restored before the test split is evaluated.
+
+    :param register: ``register(name, factory, doc=None)``, bound to this plugin.
+    """
+
+
+@hookspec
+def lrlab_register_executors(register: Register) -> None:
+    """Register executors.
+
+    An executor factory is called as ``factory(**params)`` and returns an object with
+    ``run(runs, context) -> Iterator[RunResult]`` that trains the given runs and yields
+    each result as it finishes (see :class:`lrlab.executors.Executor`).
+
+    :param register: ``register(name, factory, doc=None)``, bound to this plugin.
+    """
+
+
+# -- lifecycle -------------------------------------------------------------------------
+
+
+@hookspec
+def lrlab_configure(config: SweepConfig) -> None:
+    """Called once after plugins are loaded and before the grid is expanded.
+
+    :param config: the sweep's :class:`lrlab.config.SweepConfig`; a plugin may change
+        its settings here (for example add an axis value or tighten a threshold).
+    """
+
+
+@hookspec
+def lrlab_sweep_start(config: SweepConfig, runs: list[Run]) -> None:
+    """Called once before the first run is trained.
+
+    :param config: the sweep's configuration.
+    :param runs: the runs that will be trained now (already-finished runs that a
+        resumed sweep skips are not in it).
+    """
+
+
+@hookspec
+def lrlab_run_start(run: Run) -> None:
+    """Called before a run's first epoch, on whichever executor trains it.
+
+    :param run: the run about to be trained (its ``run_id`` and every axis value).
+    """
+
+
+@hookspec
+def lrlab_epoch_end(run: Run, epoch: int, metrics: dict[str, float]) -> bool | None:
+    """Called after each epoch's clean evaluation.
+
+    :param run: the run being trained.
+    :param epoch: the epoch just finished, counted from 1.
+    :param metrics: ``lr train_loss train_acc val_loss val_acc`` of this epoch.
+    :return: ``True`` to stop the run after this epoch (as an early stopper would);
+        ``None`` or ``False`` to go on.
+    """
+
+
+@hookspec
+def lrlab_diagnose(run: Run, history: pd.DataFrame, summary: dict[str, Any],
+                   thresholds: dict[str, float]) -> list[Any] | None:
+    """Called once per finished run to judge it.
+
+    The built-in verdicts (diverged, underfit, overfit) are themselves an
+    implementation of this hook. The run's verdict is the most severe verdict named by
+    any flag (``ok < overfit < underfit < diverged < error``).
+
+    :param run: the run.
+    :param history: the run's history rows (epoch 0 is the untrained model).
+    :param summary: the run's row of the ``runs`` table so far (metrics, gaps, gl).
+    :param thresholds: the sweep's verdict thresholds (plugins may read their own keys).
+    :return: a list of :class:`lrlab.verdicts.Flag` (``verdict`` or ``None`` for a
+        note, and ``text`` with the numbers that triggered it), or ``None``.
+    """
+
+
+@hookspec
+def lrlab_run_end(run: Run, result: RunResult) -> None:
+    """Called when a run is finished and judged, before its row is stored.
+
+    :param run: the run.
+    :param result: its :class:`lrlab.results.RunResult`: ``summary`` (the runs row,
+        verdict and flags included), ``history`` rows, ``error`` text if it raised.
+    """
+
+
+@hookspec
+def lrlab_sweep_end(config: SweepConfig, runs: pd.DataFrame, history: pd.DataFrame) -> None:
+    """Called once after the last run, with the sweep's final tables.
+
+    :param config: the sweep's configuration.
+    :param runs: the ``runs`` table, one row per run (resumed runs included).
+    :param history: the ``history`` table, one row per run and epoch.
+    """
+
+
+@hookspec
+def lrlab_report_sections(runs: pd.DataFrame, history: pd.DataFrame,
+                          manifest: dict[str, Any]) -> list[Any] | None:
+    """Called when the HTML report is built, to add sections to it.
+
+    :param runs: the ``runs`` table.
+    :param history: the ``history`` table.
+    :param manifest: the sweep's manifest (config, command line, versions, device).
+    :return: a list of :class:`lrlab.report.Section` (``title``, ``html``), shown in
+        order under the plugin's name; ``html`` is trusted markup the plugin built
+        (escape what you interpolate), or ``None``.
+    """

@@ -1,0 +1,241 @@
+"""Running a sweep: the Python API behind ``lrlab sweep``.
+
+    >>> import lrlab
+    >>> result = lrlab.run_sweep(lr=[1e-3, 1e-2], epochs=5)
+    >>> result.runs[["run_id", "verdict", "val_acc"]]
+
+Everything is checked before anything is written: component names and parameters,
+numbers, data roots. Then each run is trained, judged (``lrlab_diagnose``) and stored
+the moment it finishes.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+import traceback
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from lrlab.config import (COMPONENT_AXES, Run, SweepConfig, build_config, expand,
+                          keyword_matcher, run_key)
+from lrlab.engine import resolve_device
+from lrlab.errors import PluginError, UsageError
+from lrlab.executors import Context
+from lrlab.plugins import Plugins, load_plugins
+from lrlab.results import ResultStore, RunResult
+from lrlab.verdicts import VERDICTS, Flag, worst
+
+
+@dataclass
+class SweepResult:
+    """What a sweep hands back: its tables and where they are stored."""
+
+    config: SweepConfig
+    runs: pd.DataFrame
+    history: pd.DataFrame
+    folder: Path
+    wall_s: float
+    ran: list[str] = field(default_factory=list)  # run ids trained now
+    skipped: list[str] = field(default_factory=list)  # run ids resumed from disk
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def counts(self) -> Counter:
+        return Counter(self.runs["verdict"]) if not self.runs.empty else Counter()
+
+    def summary_line(self) -> str:
+        """``12 runs: 7 ok, 3 overfit, 1 underfit, 1 diverged in 14.2s``."""
+        counts = self.counts
+        parts = [f"{counts[v]} {v}" for v in VERDICTS if counts.get(v)]
+        n = len(self.runs)
+        return f"{n} run{'s' if n != 1 else ''}: {', '.join(parts) or 'none'} in {self.wall_s:.1f}s"
+
+    @property
+    def failed(self) -> bool:
+        """True when a run is overfit, diverged or error (what ``--strict`` fails on)."""
+        return any(self.counts.get(v) for v in ("overfit", "diverged", "error"))
+
+
+@dataclass
+class Prepared:
+    """A sweep checked and ready to run: nothing has been written yet."""
+
+    config: SweepConfig
+    plugins: Plugins
+    runs: list[Run]
+    context: Context
+
+
+def prepare(config: SweepConfig, *, extra_plugins: Iterable[str] = (),
+            plugins: Iterable[Any] = (), keyword: str | None = None,
+            local_dirs: Iterable[Path] = (), load_data: bool = True) -> Prepared:
+    """Load plugins, check every component, expand the grid and load the data."""
+    host = load_plugins([*config.plugins, *extra_plugins], plugins=plugins,
+                        local_dirs=local_dirs)
+    host.call("lrlab_configure", config=config)
+    registry = host.registry
+    for axis, kind in COMPONENT_AXES.items():
+        for value in config.grid[axis]:
+            for spec in value if axis == "augment" else (value,):
+                if axis == "augment" and spec.name == "none" and spec.params:
+                    raise UsageError("augmentation 'none' takes no parameters")
+                registry.check(kind, spec)
+    registry.check("executor", config.executor)
+    device = resolve_device(config.device)
+    context = Context(config, host, device)
+    if any(isinstance(v, str) for v in config.grid["lr"]):
+        from lrlab.lrfind import resolve_auto_lr
+
+        config.grid["lr"] = resolve_auto_lr(config, context)
+    runs = expand(config)
+    if keyword:
+        match = keyword_matcher(keyword)
+        runs = [r for r in runs if match(r.run_id)]
+        if not runs:
+            raise UsageError(f"-k {keyword!r} selects none of the runs")
+    if load_data:
+        for run in runs:
+            context.data(run)  # a missing data root fails here, before anything is written
+    return Prepared(config, host, runs, context)
+
+
+def manifest(config: SweepConfig, host: Plugins, context: Context) -> dict[str, Any]:
+    import torchvision
+
+    from lrlab import __version__
+
+    device = context.device
+    if device.type == "cuda":
+        device_name = torch.cuda.get_device_name(device)
+    else:
+        device_name = platform.processor() or platform.machine()
+    sizes = {name: dict(zip(("train", "val", "test"), split.sizes(), strict=True))
+             for name, split in context._data.items()}
+    return {
+        "name": config.name,
+        "config": config.to_dict(),
+        "command_line": config.command_line,
+        "device": {"type": device.type, "name": device_name,
+                   "torch_threads": torch.get_num_threads()},
+        "versions": {"lrlab": __version__, "python": platform.python_version(),
+                     "torch": torch.__version__, "torchvision": torchvision.__version__,
+                     "pandas": pd.__version__, "platform": platform.platform()},
+        "plugins": [{"name": i.name, "source": i.source, "version": i.version}
+                    for i in host.info.values()],
+        "split_sizes": sizes,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def judge(host: Plugins, result: RunResult, thresholds: dict[str, float],
+          history: pd.DataFrame) -> None:
+    """Ask every ``lrlab_diagnose`` for flags; the verdict is the most severe one."""
+    summary = result.summary
+    if summary["error"]:
+        summary["verdict"], summary["flags"] = "error", _last_line(summary["error"])
+        return
+    try:
+        answers = host.call("lrlab_diagnose", run=result.run, history=history,
+                            summary=dict(summary), thresholds=dict(thresholds))
+    except PluginError as exc:
+        summary["verdict"], summary["flags"] = "error", str(exc)
+        summary["error"] = traceback.format_exc()
+        return
+    flags: list[Flag] = [f for answer in answers for f in (answer or [])]
+    for f in flags:
+        if f.verdict is not None and f.verdict not in VERDICTS:
+            summary["verdict"] = "error"
+            summary["flags"] = f"a diagnosis gave the unknown verdict {f.verdict!r}"
+            return
+    summary["verdict"] = worst([f.verdict for f in flags if f.verdict])
+    summary["flags"] = "; ".join(str(f) for f in flags)
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def execute(prepared: Prepared, *, fresh: bool = False, exitfirst: bool = False,
+            report: bool = True) -> SweepResult:
+    """Train the prepared runs, storing each as it finishes; resume what is stored."""
+    config, host, context = prepared.config, prepared.plugins, prepared.context
+    start = time.perf_counter()
+    store = ResultStore(config.out_dir)
+    if not fresh:
+        store.load()
+    keys = {run_key(r, config): r for r in prepared.runs}
+    stray = [r["run_id"] for r in store.runs if r["key"] not in keys]
+    if stray and not fresh:
+        raise UsageError(f"{config.out_dir} holds {len(stray)} run(s) of another grid "
+                         f"(e.g. {stray[0]}); pass --fresh to start over or --name to "
+                         f"keep both")
+    done = store.finished_keys()
+    todo = [r for r in prepared.runs if run_key(r, config) not in done]
+    skipped = [r.run_id for r in prepared.runs if run_key(r, config) in done]
+    store.start(manifest(config, host, context), set(done))
+
+    executor = host.registry.build("executor", config.executor)
+    host.call("lrlab_sweep_start", config=config, runs=todo)
+    ran = []
+    for result in executor.run(todo, context):
+        rows = pd.DataFrame(result.history)
+        judge(host, result, config.thresholds, rows)
+        try:
+            host.call("lrlab_run_end", run=result.run, result=result)
+        except PluginError as exc:
+            result.summary.update(verdict="error", flags=str(exc),
+                                  error=traceback.format_exc())
+        store.add(result)
+        ran.append(result.run.run_id)
+        if exitfirst and result.verdict == "error":
+            context.stop_requested = True
+    runs, history = store.tables()
+    order = {r.run_id: i for i, r in enumerate(prepared.runs)}
+    if not runs.empty:
+        runs = runs.sort_values("run_id", key=lambda s: s.map(order)).reset_index(drop=True)
+    info = manifest(config, host, context)
+    info.update(finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                wall_s=round(time.perf_counter() - start, 3), notes=context.notes)
+    store.write_manifest(info)
+    host.call("lrlab_sweep_end", config=config, runs=runs, history=history)
+    if report:
+        from lrlab.report import write_report
+
+        write_report(config.out_dir, plugins=host)
+    return SweepResult(config, runs, history, config.out_dir,
+                       time.perf_counter() - start, ran, skipped, list(context.notes))
+
+
+def run_sweep(sweep_file: str | Path | None = None, *, plugins: Iterable[Any] = (),
+              extra_plugins: Iterable[str] = (), keyword: str | None = None,
+              fresh: bool = False, exitfirst: bool = False, report: bool = True,
+              cwd: Path | None = None, **overrides: Any) -> SweepResult:
+    """Run a sweep and return its tables.
+
+    :param sweep_file: a TOML sweep file; its folder's ``lrlab_plugins.py`` is loaded.
+    :param plugins: plugin objects to register (modules, classes, instances).
+    :param extra_plugins: module names to load, or ``no:NAME`` to block one (``-p``).
+    :param keyword: a ``-k`` expression selecting runs by id.
+    :param fresh: ignore stored results and start over.
+    :param exitfirst: stop after the first run that errors.
+    :param overrides: any sweep key: ``lr=[1e-3, 1e-2]``, ``epochs=5``, ``model="cnn"``,
+        ``name="mine"``, ``out="reports"``, ``thresholds={...}`` ...
+    """
+    path = Path(sweep_file) if sweep_file is not None else None
+    cwd = Path(cwd) if cwd else Path.cwd()
+    config = build_config(path, overrides, cwd=cwd,
+                          command_line=" ".join(sys.argv) if sys.argv else "")
+    local = [path.parent] if path is not None else [cwd]
+    prepared = prepare(config, extra_plugins=extra_plugins, plugins=plugins,
+                       keyword=keyword, local_dirs=local)
+    return execute(prepared, fresh=fresh, exitfirst=exitfirst, report=report)

@@ -1,0 +1,121 @@
+"""Verdicts: ok, overfit, underfit, diverged, error — with the numbers that triggered them.
+
+The built-in diagnoses below are registered through the ``lrlab_diagnose`` hook by the
+internal plugin ``lrlab.builtin.verdicts``, exactly as a third-party diagnosis is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from lrlab.errors import UsageError
+
+VERDICTS = ("ok", "overfit", "underfit", "diverged", "error")
+SEVERITY = {v: i for i, v in enumerate(VERDICTS)}
+
+DEFAULT_THRESHOLDS: dict[str, float] = {
+    # diverged: the clean training loss rose past this multiple of its value before
+    # training (or became non-finite)
+    "diverge_factor": 1.5,
+    # underfit: the best training accuracy never got this fraction of the way from
+    # chance (1 / classes) to 100%
+    "underfit_progress": 0.5,
+    # overfit: train-val accuracy gap at the last epoch, as a fraction (0.05 = 5 points)
+    "overfit_gap_acc": 0.05,
+    # overfit: Prechelt's generalization loss at the last epoch, in percent
+    "overfit_gl": 25.0,
+}
+
+
+def check_thresholds(values: dict[str, Any]) -> dict[str, float]:
+    """Merge user thresholds over the defaults; unknown keys are kept for plugins."""
+    out = dict(DEFAULT_THRESHOLDS)
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise UsageError(f"threshold '{key}' must be a non-negative number, got {value!r}")
+        out[key] = float(value)
+    return out
+
+
+@dataclass
+class Flag:
+    """One piece of evidence: a verdict it supports (None for a plain note) and its numbers."""
+
+    verdict: str | None
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.verdict}: {self.text}" if self.verdict else self.text
+
+
+def worst(verdicts: list[str]) -> str:
+    return max(verdicts, key=SEVERITY.__getitem__, default="ok")
+
+
+def generalization_loss(val_losses: list[float]) -> float:
+    """Prechelt's GL at the last epoch: 100 * (E_va(t) / min_{t'<=t} E_va(t') - 1)."""
+    vals = [v for v in val_losses if math.isfinite(v)]
+    if not vals or len(vals) != len(val_losses):
+        return math.nan
+    best = min(vals)
+    return 100.0 * (vals[-1] / best - 1.0) if best > 0 else math.inf
+
+
+def diagnose_diverged(history: pd.DataFrame, th: dict[str, float]) -> list[Flag]:
+    start = float(history["train_loss"].iloc[0])
+    for row in history.iloc[1:].itertuples():
+        loss = float(row.train_loss)
+        if not math.isfinite(loss):
+            return [Flag("diverged", f"train loss became {loss} at epoch {row.epoch} "
+                                     f"(lr {row.lr:.3g})")]
+        if loss > th["diverge_factor"] * start:
+            return [Flag("diverged", f"train loss {loss:.3g} at epoch {row.epoch} exceeds "
+                                     f"{th['diverge_factor']:g}x its start {start:.3g}")]
+    return []
+
+
+def diagnose_underfit(history: pd.DataFrame, num_classes: int,
+                      th: dict[str, float]) -> list[Flag]:
+    trained = history.iloc[1:]
+    if trained.empty:
+        return []
+    chance = 1.0 / num_classes
+    need = chance + th["underfit_progress"] * (1.0 - chance)
+    best = float(trained["train_acc"].max())
+    if not best >= need:
+        return [Flag("underfit", f"best train acc {best:.3f} after {len(trained)} epochs, "
+                                 f"chance {chance:.3f}, needs {need:.3f}")]
+    return []
+
+
+def diagnose_overfit(summary: dict[str, Any], th: dict[str, float]) -> list[Flag]:
+    flags = []
+    gap = summary.get("gap_acc", math.nan)
+    if gap > th["overfit_gap_acc"]:
+        flags.append(Flag("overfit", f"train-val acc gap {gap:.3f} > {th['overfit_gap_acc']:g} "
+                                     f"at epoch {summary['epochs_run']}"))
+    gl = summary.get("gl", math.nan)
+    if gl > th["overfit_gl"]:
+        flags.append(Flag("overfit", f"GL {gl:.1f}% > {th['overfit_gl']:g}%: val loss "
+                                     f"{summary['val_loss']:.3g} vs its minimum "
+                                     f"{summary['best_val_loss']:.3g} at epoch "
+                                     f"{summary['best_epoch']} of {summary['epochs_run']}"))
+    return flags
+
+
+def builtin_diagnose(history: pd.DataFrame, summary: dict[str, Any],
+                     th: dict[str, float]) -> list[Flag]:
+    """Diverged first; a run that learned nothing is underfit; one that learned may overfit."""
+    if summary.get("error"):
+        return []
+    diverged = diagnose_diverged(history, th)
+    if diverged:
+        return diverged
+    underfit = diagnose_underfit(history, int(summary["num_classes"]), th)
+    if underfit:
+        return underfit
+    return diagnose_overfit(summary, th)
