@@ -42,6 +42,7 @@ BUILTIN_PLUGINS = {
     "builtin.executors": "lrlab.builtin.executors",
     "builtin.vectorized": "lrlab.builtin.vectorized",
     "builtin.verdicts": "lrlab.builtin.verdicts",
+    "builtin.lrfind": "lrlab.builtin.lrfind",
 }
 
 

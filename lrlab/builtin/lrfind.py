@@ -1,0 +1,1 @@
+"""The LR finder's report section (lrlab_report_sections). Not yet built."""
