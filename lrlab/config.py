@@ -242,16 +242,20 @@ def build_config(sweep_file: Path | None = None, overrides: dict[str, Any] | Non
     """Merge defaults, [tool.lrlab], the sweep file and ``overrides`` (flags or API)."""
     cwd = cwd or Path.cwd()
     merged: dict[str, Any] = dict(DEFAULTS)
-    merged.update(pyproject_defaults(cwd))
+    layers = [pyproject_defaults(cwd)]
     name = None
     if sweep_file is not None:
         table = read_toml(sweep_file)
         _check_keys(table, str(sweep_file))
-        merged.update(table)
+        layers.append(table)
         name = sweep_file.stem
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     _check_keys(overrides, "the arguments")
-    merged.update(overrides)
+    layers.append(overrides)
+    for layer in layers:  # later layers win; thresholds merge key by key
+        thresholds = {**merged.get("thresholds", {}), **layer.get("thresholds", {})}
+        merged.update(layer)
+        merged["thresholds"] = thresholds
 
     grid: dict[str, list[Any]] = {}
     for axis in AXES:

@@ -4,19 +4,25 @@ Built-in components are internal plugins: modules of ``lrlab.builtin`` that hold
 hook implementations, loaded on the same path as third-party ones. A fresh manager is
 built per sweep (:func:`load_plugins`); nothing is loaded at import time.
 
-Set ``LRLAB_TRACE_HOOKS=1`` to print every hook call with its plugin.
+A function or method named ``lrlab_*`` is a hook implementation whether or not it is
+marked ``@lrlab.hookimpl`` (as pytest treats ``pytest_*``), so a misspelt hook name
+fails loading instead of being silently ignored.
+
+Set ``LRLAB_TRACE_HOOKS=1`` to print every hook call, its arguments and which plugins
+answered, on stderr.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 import types
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import entry_points, packages_distributions, version
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +33,10 @@ from lrlab.errors import PluginError, UsageError
 from lrlab.registry import KINDS, PLURAL, Registry
 
 PROJECT = "lrlab"
+PREFIX = "lrlab_"
 ENTRY_POINT_GROUP = "lrlab"
 LOCAL_PLUGIN_FILE = "lrlab_plugins.py"
+TRACE_ENV = "LRLAB_TRACE_HOOKS"
 
 # name -> module: the built-in plugins, in load order
 BUILTIN_PLUGINS = {
@@ -53,34 +61,105 @@ class PluginInfo:
     name: str
     source: str  # "built-in", "entry point", "-p", "local file", "api"
     version: str = ""
-    where: str = ""
+    where: str = ""  # module, entry point (and its distribution) or file path
     registered: list[str] = field(default_factory=list)  # "model:lenet5"
     hooks: list[str] = field(default_factory=list)  # lifecycle/analysis hooks it implements
+
+    @property
+    def what(self) -> str:
+        """What it registered and hooks into, in one line (``-`` for nothing)."""
+        return ", ".join(self.registered + self.hooks) or "-"
+
+
+class _Manager(pluggy.PluginManager):
+    """pluggy's manager, treating every ``lrlab_*`` routine as a hook implementation."""
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name.startswith(PREFIX):
+            method = getattr(plugin, name, None)
+            if inspect.isroutine(method):
+                opts = {}
+        return opts
+
+
+def trace_enabled() -> bool:
+    """True when ``LRLAB_TRACE_HOOKS`` is set to anything but ``""`` or ``0``."""
+    return os.environ.get(TRACE_ENV, "") not in ("", "0")
+
+
+def _short(value: Any, width: int = 60) -> str:
+    """A one-glance form of a hook argument for the trace."""
+    if hasattr(value, "shape") and hasattr(value, "columns"):  # a DataFrame
+        return f"<table {value.shape[0]}x{value.shape[1]}>"
+    if hasattr(value, "grid") and hasattr(value, "name"):  # SweepConfig
+        return f"<config {value.name}>"
+    if hasattr(value, "run_id"):  # Run
+        return str(value.run_id)
+    if hasattr(value, "summary") and hasattr(value, "run"):  # RunResult
+        return f"<result {value.run.run_id} {value.summary.get('verdict') or ''}>".strip()
+    if isinstance(value, list) and value and hasattr(value[0], "run_id"):
+        return f"<{len(value)} runs>"
+    if isinstance(value, dict) and all(isinstance(v, float) for v in value.values()):
+        return "{" + ", ".join(f"{k}: {v:.4g}" for k, v in value.items()) + "}"
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _trace(msg: str) -> None:
+    sys.stderr.write(f"[lrlab hooks] {msg}\n")
 
 
 class Plugins:
     """The plugin manager of one sweep, its registry of components and who did what."""
 
     def __init__(self) -> None:
-        self.pm = pluggy.PluginManager(PROJECT)
+        self.pm = _Manager(PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.registry = Registry()
         self.info: dict[str, PluginInfo] = {}
-        if os.environ.get("LRLAB_TRACE_HOOKS"):
-            self.pm.trace.root.setwriter(lambda msg: sys.stderr.write(f"[lrlab hooks] {msg}"))
-            self.pm.enable_tracing()
+        self.trace = trace_enabled()
+        if self.trace:
+            self.pm.add_hookcall_monitoring(self._before, self._after)
+
+    # -- tracing ----------------------------------------------------------------------
+
+    @staticmethod
+    def _before(hook_name: str, impls: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        args = ", ".join(f"{k}={_short(v)}" for k, v in kwargs.items())
+        names = ", ".join(i.plugin_name for i in reversed(impls)) or "no plugin"
+        _trace(f"{hook_name}({args}) -> {names}")
+
+    @staticmethod
+    def _after(outcome: Any, hook_name: str, impls: Sequence[Any],
+               kwargs: dict[str, Any]) -> None:
+        exc = outcome.exception
+        if exc is not None:
+            _trace(f"{hook_name} raised {type(exc).__name__}: {exc}")
+        else:
+            answers = [a for a in outcome.get_result() or [] if a]
+            if answers:
+                _trace(f"{hook_name} returned {_short(answers)}")
 
     # -- loading ----------------------------------------------------------------------
 
     def add(self, plugin: Any, name: str, source: str, version: str = "",
             where: str = "") -> None:
+        """Register one plugin object under ``name``; a loading error names it."""
         if self.pm.is_blocked(name):
             return
-        if self.pm.has_plugin(name):  # e.g. "-p pkg" for a package its entry point loaded
+        if self.pm.is_registered(plugin):  # e.g. "-p pkg" for a module an entry point loaded
             return
+        if self.pm.has_plugin(name):
+            old = self.info.get(name)
+            was = f" ({old.source} {old.where})" if old else ""
+            raise PluginError(f"two plugins are named '{name}': {source} {where} and the "
+                              f"one already loaded{was}")
         try:
             self.pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin '{name}' failed to load: {exc}") from None
+        except ValueError as exc:
             raise PluginError(f"plugin '{name}' failed to load: {exc}") from None
         self.info[name] = PluginInfo(name, source, version, where)
 
@@ -97,8 +176,10 @@ class Plugins:
         for kind in KINDS:
             hookname = f"lrlab_register_{PLURAL[kind]}"
             caller = getattr(self.pm.hook, hookname)
-            for impl in reversed(caller.get_hookimpls()):
+            for impl in reversed(caller.get_hookimpls()):  # in load order
                 register = self.registry.register_for(kind, impl.plugin_name)
+                if self.trace:
+                    _trace(f"{hookname}(register) -> {impl.plugin_name}")
                 try:
                     impl.function(register=register)
                 except (PluginError, UsageError):
@@ -116,7 +197,11 @@ class Plugins:
     # -- calling hooks ----------------------------------------------------------------
 
     def call(self, hookname: str, **kwargs: Any) -> list[Any]:
-        """Call a hook; an exception in an implementation becomes a PluginError naming it."""
+        """Call a hook; an exception in an implementation becomes a PluginError naming it.
+
+        A :class:`UsageError` raised by a plugin passes through unchanged (it speaks to
+        the user about their input).
+        """
         caller = getattr(self.pm.hook, hookname)
         try:
             return caller(**kwargs)
@@ -129,21 +214,44 @@ class Plugins:
 
 
 def _raising_plugin(caller: Any, exc: BaseException) -> str:
-    codes = {impl.function.__code__: impl.plugin_name for impl in caller.get_hookimpls()
+    """The plugin whose hook implementation is innermost on the traceback."""
+    impls = caller.get_hookimpls()
+    codes = {impl.function.__code__: impl.plugin_name for impl in impls
              if hasattr(impl.function, "__code__")}
+    modules = {}
+    for impl in impls:
+        plugin = impl.plugin
+        mod = plugin.__name__ if isinstance(plugin, types.ModuleType) else \
+            getattr(type(plugin), "__module__", None)
+        modules.setdefault(mod, impl.plugin_name)
+    found = by_module = None
     tb = exc.__traceback__
-    found = "?"
     while tb is not None:
-        name = codes.get(tb.tb_frame.f_code)
-        if name is not None:
-            found = name  # the innermost hook implementation on the stack
+        frame = tb.tb_frame
+        found = codes.get(frame.f_code, found)  # the innermost implementation wins
+        by_module = modules.get(frame.f_globals.get("__name__"), by_module)
         tb = tb.tb_next
-    return found
+    return found or by_module or (impls[0].plugin_name if len(impls) == 1 else "?")
 
 
-def _dist_version(ep: Any) -> str:
+def _dist_version(ep: Any) -> tuple[str, str]:
     dist = getattr(ep, "dist", None)
-    return getattr(dist, "version", "") if dist is not None else ""
+    if dist is None:
+        return "", ""
+    return getattr(dist, "version", "") or "", dist.metadata["Name"] or ""
+
+
+def _module_version(module: types.ModuleType) -> str:
+    found = getattr(module, "__version__", "")
+    if found:
+        return str(found)
+    top = module.__name__.partition(".")[0]
+    for dist in packages_distributions().get(top, []):
+        try:
+            return version(dist)
+        except Exception:  # pragma: no cover - a broken installation
+            continue
+    return ""
 
 
 def _import(modname: str, how: str) -> types.ModuleType:
@@ -151,6 +259,9 @@ def _import(modname: str, how: str) -> types.ModuleType:
         return importlib.import_module(modname)
     except ImportError as exc:
         raise UsageError(f"cannot load plugin '{modname}' ({how}): {exc}") from None
+    except Exception as exc:
+        raise PluginError(f"plugin '{modname}' ({how}) failed to import: "
+                          f"{type(exc).__name__}: {exc}") from exc
 
 
 def load_local_file(path: Path) -> types.ModuleType:
@@ -177,6 +288,8 @@ def load_plugins(extra: Sequence[str] = (), *, plugins: Iterable[Any] = (),
     :param local_dirs: folders searched for a ``lrlab_plugins.py``.
     :param use_entry_points: load the ``lrlab`` entry-point group.
     """
+    from lrlab import __version__
+
     host = Plugins()
     to_load = []
     for arg in extra:
@@ -186,7 +299,8 @@ def load_plugins(extra: Sequence[str] = (), *, plugins: Iterable[Any] = (),
             to_load.append(arg)
     for name, modname in BUILTIN_PLUGINS.items():
         if not host.pm.is_blocked(name):
-            host.add(importlib.import_module(modname), name, "built-in", where=modname)
+            host.add(importlib.import_module(modname), name, "built-in", __version__,
+                     modname)
     if use_entry_points:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             if host.pm.is_blocked(ep.name):
@@ -196,7 +310,9 @@ def load_plugins(extra: Sequence[str] = (), *, plugins: Iterable[Any] = (),
             except Exception as exc:
                 raise PluginError(f"plugin '{ep.name}' (entry point {ep.value}) failed to "
                                   f"import: {type(exc).__name__}: {exc}") from exc
-            host.add(obj, ep.name, "entry point", _dist_version(ep), ep.value)
+            dist_version, dist_name = _dist_version(ep)
+            where = f"{ep.value} ({dist_name})" if dist_name else ep.value
+            host.add(obj, ep.name, "entry point", dist_version, where)
     seen = set()
     for folder in local_dirs:
         path = (Path(folder) / LOCAL_PLUGIN_FILE).resolve()
@@ -205,10 +321,13 @@ def load_plugins(extra: Sequence[str] = (), *, plugins: Iterable[Any] = (),
             host.add(load_local_file(path), str(path), "local file", where=str(path))
     for modname in to_load:
         module = _import(modname, "-p")
-        host.add(module, modname, "-p", getattr(module, "__version__", ""),
+        host.add(module, modname, "-p", _module_version(module),
                  getattr(module, "__file__", "") or modname)
     for i, obj in enumerate(plugins):
         name = getattr(obj, "__name__", None) or f"{type(obj).__name__}-{i}"
-        host.add(obj, name, "api", where=repr(obj)[:80])
+        kind = obj if isinstance(obj, type) else type(obj)
+        where = obj.__name__ if isinstance(obj, types.ModuleType) else \
+            f"{kind.__module__}.{kind.__qualname__}"
+        host.add(obj, name, "api", where=where)
     host.finish_loading()
     return host

@@ -115,7 +115,7 @@ def parse_spec(value: Any, kind: str = "component") -> Spec:
 
 
 def _is_name(text: str) -> bool:
-    return all(c.isalnum() or c in "_-." for c in text) and text[0].isalpha()
+    return bool(text) and text[0].isalpha() and all(c.isalnum() or c in "_-." for c in text)
 
 
 # -- components and the registry -------------------------------------------------------

@@ -65,6 +65,10 @@ def summarize(run: Run, history: list[dict[str, Any]], *, test_loss: float = mat
         row[m] = float(last[m])
     for m in METRICS:
         row[f"best_{m}"] = float(best[m]) if best else math.nan
+    # the weights the test split saw: the restored epoch's, else the last epoch's
+    tested = next((h for h in trained if h["epoch"] == restored_epoch), last)
+    row["tested_epoch"] = int(tested.get("epoch", 0) or 0) if trained else 0
+    row["tested_val_loss"], row["tested_val_acc"] = float(tested["val_loss"]), float(tested["val_acc"])
     row["test_loss"], row["test_acc"] = float(test_loss), float(test_acc)
     row["gap_loss"] = row["val_loss"] - row["train_loss"]
     row["gap_acc"] = row["train_acc"] - row["val_acc"]
@@ -133,7 +137,8 @@ def runs_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    for col in ("epochs_run", "best_epoch", "restored_epoch", "epochs", "batch_size", "seed"):
+    for col in ("epochs_run", "best_epoch", "restored_epoch", "tested_epoch", "epochs",
+                "batch_size", "seed"):
         if col in frame:
             frame[col] = frame[col].astype("int64")
     return frame

@@ -32,7 +32,7 @@ from lrlab.errors import PluginError, UsageError
 from lrlab.executors import Context
 from lrlab.plugins import Plugins, load_plugins
 from lrlab.results import ResultStore, RunResult
-from lrlab.verdicts import VERDICTS, Flag, worst
+from lrlab.verdicts import VERDICTS, Flag, summary_line, worst
 
 
 @dataclass
@@ -54,10 +54,8 @@ class SweepResult:
 
     def summary_line(self) -> str:
         """``12 runs: 7 ok, 3 overfit, 1 underfit, 1 diverged in 14.2s``."""
-        counts = self.counts
-        parts = [f"{counts[v]} {v}" for v in VERDICTS if counts.get(v)]
-        n = len(self.runs)
-        return f"{n} run{'s' if n != 1 else ''}: {', '.join(parts) or 'none'} in {self.wall_s:.1f}s"
+        verdicts = list(self.runs["verdict"]) if not self.runs.empty else []
+        return summary_line(verdicts, self.wall_s)
 
     @property
     def failed(self) -> bool:

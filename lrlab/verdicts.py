@@ -52,6 +52,15 @@ class Flag:
         return f"{self.verdict}: {self.text}" if self.verdict else self.text
 
 
+def summary_line(verdicts: list[str], wall_s: float | None = None) -> str:
+    """pytest's last line: ``12 runs: 7 ok, 3 overfit, 1 underfit, 1 diverged in 14.2s``."""
+    counts = {v: verdicts.count(v) for v in VERDICTS}
+    parts = [f"{counts[v]} {v}" for v in VERDICTS if counts[v]]
+    n = len(verdicts)
+    line = f"{n} run{'s' if n != 1 else ''}: {', '.join(parts) or 'none'}"
+    return line + (f" in {wall_s:.1f}s" if wall_s is not None else "")
+
+
 def worst(verdicts: list[str]) -> str:
     return max(verdicts, key=SEVERITY.__getitem__, default="ok")
 

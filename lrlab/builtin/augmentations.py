@@ -13,6 +13,12 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from lrlab import hookimpl
+from lrlab.errors import UsageError
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UsageError(f"augmentation {message}")
 
 
 def _per_sample(x: torch.Tensor, p: float) -> torch.Tensor:
@@ -27,6 +33,7 @@ def none(input_shape: tuple[int, ...]):
 
 def flip(input_shape: tuple[int, ...], *, p: float = 0.5):
     """Mirror each image left-right with probability `p`."""
+    _check(0 <= p <= 1, f"flip: p must be in [0, 1], got {p}")
 
     def apply(x: torch.Tensor) -> torch.Tensor:
         return torch.where(_per_sample(x, p), x.flip(-1), x)
@@ -36,6 +43,7 @@ def flip(input_shape: tuple[int, ...], *, p: float = 0.5):
 
 def crop(input_shape: tuple[int, ...], *, padding: int = 2):
     """Pad by `padding` pixels (zeros), then crop back at a random offset per image."""
+    _check(padding >= 0, f"crop: padding must be >= 0, got {padding}")
 
     def apply(x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
@@ -53,14 +61,17 @@ def crop(input_shape: tuple[int, ...], *, padding: int = 2):
 
 def rotate(input_shape: tuple[int, ...], *, degrees: float = 15.0):
     """Rotate each image by a random angle in [-degrees, degrees] (bilinear, zero fill)."""
+    _check(degrees >= 0, f"rotate: degrees must be >= 0, got {degrees}")
 
     def apply(x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
+        n, _, h, w = x.shape
         angle = (torch.rand(n, device=x.device) * 2 - 1) * math.radians(degrees)
         cos, sin = angle.cos(), angle.sin()
         zero = torch.zeros_like(cos)
-        theta = torch.stack([torch.stack([cos, -sin, zero], 1),
-                             torch.stack([sin, cos, zero], 1)], 1).to(x.dtype)
+        # a rotation in pixels, written in affine_grid's [-1, 1] coordinates (w != h too);
+        # positive angles turn counter-clockwise, as torchvision's rotate does
+        theta = torch.stack([torch.stack([cos, -sin * (h / w), zero], 1),
+                             torch.stack([sin * (w / h), cos, zero], 1)], 1).to(x.dtype)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
                              align_corners=False)
@@ -70,6 +81,7 @@ def rotate(input_shape: tuple[int, ...], *, degrees: float = 15.0):
 
 def noise(input_shape: tuple[int, ...], *, std: float = 0.1):
     """Add Gaussian noise of standard deviation `std` to every pixel."""
+    _check(std >= 0, f"noise: std must be >= 0, got {std}")
 
     def apply(x: torch.Tensor) -> torch.Tensor:
         return x + std * torch.randn_like(x)
@@ -79,6 +91,8 @@ def noise(input_shape: tuple[int, ...], *, std: float = 0.1):
 
 def erase(input_shape: tuple[int, ...], *, p: float = 0.5, scale: float = 0.2):
     """Random erasing: with probability `p`, zero a random square of `scale` of the image area."""
+    _check(0 <= p <= 1, f"erase: p must be in [0, 1], got {p}")
+    _check(0 < scale <= 1, f"erase: scale must be in (0, 1], got {scale}")
 
     def apply(x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape

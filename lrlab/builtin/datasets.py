@@ -23,16 +23,25 @@ def digits(root: str) -> Data:
     return Data(x, y, [str(c) for c in bunch.target_names])
 
 
-def _subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int = 0):
-    """A stratified subset of ``n`` samples (0 keeps all)."""
+def stratified_subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int = 0):
+    """``n`` samples drawn per class in the classes' proportions (0 keeps all).
+
+    Each class gets its share ``n * count / total`` rounded down, and the samples left
+    over go to the classes with the largest remainders, so every class is within one
+    sample of its exact share. Same seed, same subset; the original order is kept.
+    """
     if n <= 0 or n >= len(y):
         return x, y
+    classes, counts = torch.unique(y, return_counts=True)
+    exact = counts.double() * n / len(y)
+    shares = exact.floor().long()
+    left = n - int(shares.sum())
+    order = torch.argsort(exact - shares, descending=True, stable=True)
+    shares[order[:left]] += 1
     gen = torch.Generator().manual_seed(seed)
     picks = []
-    classes = torch.unique(y)
-    for i, c in enumerate(classes.tolist()):
+    for c, share in zip(classes.tolist(), shares.tolist(), strict=True):
         idx = torch.nonzero(y == c).flatten()
-        share = n // len(classes) + (1 if i < n % len(classes) else 0)
         picks.append(idx[torch.randperm(len(idx), generator=gen)[:share]])
     ix = torch.cat(picks).sort().values
     return x[ix], y[ix]
@@ -42,37 +51,61 @@ def _torchvision(cls_name: str, folder: str, root: str, download: bool, subset: 
     import torchvision
 
     cls = getattr(torchvision.datasets, cls_name)
+    where = Path(root) / folder
     parts = []
     for train in (True, False):
         try:
             ds = cls(root=root, train=train, download=download)
         except RuntimeError as exc:
-            where = Path(root) / folder
-            raise UsageError(f"{cls_name} files not found under {where} ({exc}); pass "
-                             f"--download to fetch them or --data-root to point at them") from None
+            if download:
+                raise UsageError(f"{cls_name} could not be downloaded to {where}: "
+                                 f"{_one_line(exc)}") from None
+            raise UsageError(f"{cls_name} files not found (or not intact) in {where}: pass "
+                             f"--download to fetch them, or --data-root to point at the "
+                             f"folder that holds {folder}") from None
+        except (AssertionError, OSError, ValueError, EOFError) as exc:
+            raise UsageError(f"{cls_name} files in {where} could not be read: "
+                             f"{_one_line(exc) or type(exc).__name__}") from None
         data = ds.data if isinstance(ds.data, torch.Tensor) else torch.from_numpy(np.asarray(ds.data))
         x = data.float() / 255.0
         x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
         y = torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
         parts.append((x, y, list(ds.classes)))
     (x, y, classes), (xt, yt, _) = parts
-    x, y = _subset(x, y, subset)
-    xt, yt = _subset(xt, yt, subset // 6 if subset else 0)
+    if subset:  # the test split shrinks in the same ratio as the training set
+        n_test = max(len(classes), round(subset * len(yt) / len(y)))
+        x, y = stratified_subset(x, y, subset)
+        xt, yt = stratified_subset(xt, yt, n_test)
     return Data(x, y, [str(c) for c in classes], test=(xt, yt))
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _check_subset(subset: int) -> None:
+    if subset < 0:
+        raise UsageError(f"dataset subset must be >= 0 (0 keeps all), got {subset}")
+
+
 def mnist(root: str, *, download: bool = False, subset: int = 0) -> Data:
-    """MNIST handwritten digits, 28x28 (torchvision): 60k train + its own 10k test split."""
+    """MNIST handwritten digits, 28x28 (torchvision): 60k train + its own 10k test split.
+
+    `subset` keeps that many training images, stratified (the test split shrinks alike).
+    """
+    _check_subset(subset)
     return _torchvision("MNIST", "MNIST/raw", root, download, subset)
 
 
 def fashion_mnist(root: str, *, download: bool = False, subset: int = 0) -> Data:
     """Fashion-MNIST clothing images, 28x28 (torchvision): 60k train + its own 10k test."""
+    _check_subset(subset)
     return _torchvision("FashionMNIST", "FashionMNIST/raw", root, download, subset)
 
 
 def cifar10(root: str, *, download: bool = False, subset: int = 0) -> Data:
     """CIFAR-10 colour images, 3x32x32 (torchvision): 50k train + its own 10k test."""
+    _check_subset(subset)
     return _torchvision("CIFAR10", "cifar-10-batches-py", root, download, subset)
 
 

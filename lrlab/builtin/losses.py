@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from lrlab import hookimpl
+from lrlab.errors import UsageError
 
 
 def cross_entropy(num_classes: int):
@@ -27,6 +28,8 @@ def mse(num_classes: int, *, on: Literal["probs", "logits"] = "probs"):
 
 def label_smoothing(num_classes: int, *, eps: float = 0.1):
     """Cross-entropy against targets smoothed by `eps` (Szegedy et al. 2016)."""
+    if not 0 <= eps <= 1:
+        raise UsageError(f"loss label_smoothing: eps must be in [0, 1], got {eps}")
 
     def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, targets, label_smoothing=eps)

@@ -7,6 +7,7 @@ import math
 from torch import nn
 
 from lrlab import hookimpl
+from lrlab.errors import UsageError
 
 
 def linear(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -17,6 +18,9 @@ def linear(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
 def mlp(input_shape: tuple[int, ...], num_classes: int, *, width: int = 128,
         depth: int = 2, dropout: float = 0.0) -> nn.Module:
     """Multi-layer perceptron: `depth` hidden ReLU layers of `width` units."""
+    if width < 1 or depth < 0 or not 0 <= dropout < 1:
+        raise UsageError(f"model mlp: needs width >= 1, depth >= 0, 0 <= dropout < 1; got "
+                         f"width={width}, depth={depth}, dropout={dropout}")
     layers: list[nn.Module] = [nn.Flatten()]
     fan_in = math.prod(input_shape)
     for _ in range(depth):
@@ -31,6 +35,9 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, *, width: int = 128,
 def cnn(input_shape: tuple[int, ...], num_classes: int, *, channels: int = 32,
         dropout: float = 0.0) -> nn.Module:
     """Small conv net: two 3x3 conv blocks (c, 2c channels), global pooling, a linear head."""
+    if channels < 1 or not 0 <= dropout < 1:
+        raise UsageError(f"model cnn: needs channels >= 1 and 0 <= dropout < 1; got "
+                         f"channels={channels}, dropout={dropout}")
     c = input_shape[0]
     return nn.Sequential(
         nn.Conv2d(c, channels, 3, padding=1), nn.ReLU(),

@@ -5,11 +5,14 @@ from __future__ import annotations
 import torch
 
 from lrlab import hookimpl
+from lrlab.errors import UsageError
 
 
 def sgd(params, lr: float, *, momentum: float = 0.0, nesterov: bool = False,
         weight_decay: float = 0.0) -> torch.optim.Optimizer:
     """Stochastic gradient descent, with optional (Nesterov) momentum and L2 weight decay."""
+    if nesterov and momentum <= 0:
+        raise UsageError("optimizer sgd: nesterov=True needs a momentum > 0")
     return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov,
                            weight_decay=weight_decay)
 

@@ -14,6 +14,12 @@ from typing import Literal
 from torch.optim.lr_scheduler import LambdaLR
 
 from lrlab import hookimpl
+from lrlab.errors import UsageError
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UsageError(f"schedule {message}")
 
 
 def constant(optimizer, steps_per_epoch: int, epochs: int) -> LambdaLR:
@@ -24,6 +30,7 @@ def constant(optimizer, steps_per_epoch: int, epochs: int) -> LambdaLR:
 def step(optimizer, steps_per_epoch: int, epochs: int, *, every: int = 10,
          gamma: float = 0.1) -> LambdaLR:
     """Multiply the LR by `gamma` every `every` epochs (torch StepLR)."""
+    _check(every >= 1, f"step: every must be >= 1 epoch, got {every}")
     size = max(1, every * steps_per_epoch)
     return LambdaLR(optimizer, lambda s: gamma ** (s // size))
 
@@ -31,12 +38,14 @@ def step(optimizer, steps_per_epoch: int, epochs: int, *, every: int = 10,
 def exponential(optimizer, steps_per_epoch: int, epochs: int, *,
                 gamma: float = 0.95) -> LambdaLR:
     """Decay the LR smoothly by a factor `gamma` per epoch (torch ExponentialLR, per batch)."""
+    _check(gamma > 0, f"exponential: gamma must be > 0, got {gamma}")
     return LambdaLR(optimizer, lambda s: gamma ** (s / steps_per_epoch))
 
 
 def cosine(optimizer, steps_per_epoch: int, epochs: int, *,
            min_factor: float = 0.0) -> LambdaLR:
     """Cosine annealing from the LR down to `min_factor` x LR over the run (CosineAnnealingLR)."""
+    _check(min_factor >= 0, f"cosine: min_factor must be >= 0, got {min_factor}")
     total = max(1, steps_per_epoch * epochs)
 
     def factor(s: int) -> float:
@@ -51,6 +60,9 @@ def onecycle(optimizer, steps_per_epoch: int, epochs: int, *, pct_start: float =
              anneal: Literal["cos", "linear"] = "cos") -> LambdaLR:
     """Smith's one-cycle: warm up to the LR over `pct_start` of the run, then anneal far below
     it (torch OneCycleLR without momentum cycling; the LR given is the peak)."""
+    _check(0 < pct_start < 1, f"onecycle: pct_start must be in (0, 1), got {pct_start}")
+    _check(div_factor > 0 and final_div_factor > 0,
+           "onecycle: div_factor and final_div_factor must be > 0")
     total = steps_per_epoch * epochs
     initial = 1.0 / div_factor
     final = initial / final_div_factor

@@ -21,6 +21,7 @@ import math
 from typing import Literal
 
 from lrlab import hookimpl
+from lrlab.errors import UsageError
 
 
 class NoStopper:
@@ -39,10 +40,19 @@ class NoStopper:
 
 
 class Patience:
-    """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs."""
+    """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs.
+
+    Keras's ``EarlyStopping`` (and Lightning's) step by step: the wait grows by one each
+    epoch and resets on an improvement (``value < best - min_delta`` in min mode,
+    ``value > best + min_delta`` in max mode, the first finite value always improving);
+    training stops once the wait reaches `patience`, never after the first epoch. Until
+    a value improves, the first epoch is the one kept (Keras keeps its weights).
+    """
 
     def __init__(self, monitor: str, mode: str, min_delta: float, patience: int,
                  restore_best: bool) -> None:
+        if patience < 0:
+            raise UsageError(f"stopper 'patience': patience must be >= 0, got {patience}")
         if mode == "auto":
             mode = "max" if "acc" in monitor else "min"
         self.monitor, self.mode = monitor, mode
@@ -59,14 +69,13 @@ class Patience:
 
     def update(self, epoch: int, metrics: dict[str, float]) -> bool:
         value = metrics[self.monitor]
-        if self.best_epoch is None and not math.isnan(value):
-            self.best, self.best_epoch = value, epoch  # the first epoch is the first best
-            return False
+        if self.best_epoch is None:
+            self.best_epoch = epoch
+        self.wait += 1
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             return False
-        self.wait += 1
-        return self.wait >= self.patience
+        return self.wait >= self.patience and epoch > 1
 
 
 class Prechelt:
@@ -85,8 +94,11 @@ class Prechelt:
             self.best_epoch = epoch
 
     def gl(self) -> float:
-        """GL(t) in percent at the latest epoch."""
-        e_opt = min(self.val)
+        """GL(t) in percent at the latest epoch (infinite once the loss is not finite)."""
+        finite = [v for v in self.val if math.isfinite(v)]
+        if not finite or not math.isfinite(self.val[-1]):
+            return math.inf
+        e_opt = min(finite)
         return 100.0 * (self.val[-1] / e_opt - 1.0) if e_opt > 0 else math.inf
 
     def progress(self, k: int) -> float:
@@ -97,7 +109,10 @@ class Prechelt:
 
 
 class GL(Prechelt):
+    """GL_alpha: stop after the first epoch whose generalization loss exceeds alpha %."""
+
     def __init__(self, alpha: float, restore_best: bool) -> None:
+        _check(alpha >= 0, f"gl: alpha must be >= 0, got {alpha}")
         super().__init__(restore_best)
         self.alpha = alpha
 
@@ -107,7 +122,11 @@ class GL(Prechelt):
 
 
 class PQ(Prechelt):
+    """PQ_alpha: stop after the first end of a strip where GL(t) / P_k(t) exceeds alpha."""
+
     def __init__(self, alpha: float, strip: int, restore_best: bool) -> None:
+        _check(alpha >= 0, f"pq: alpha must be >= 0, got {alpha}")
+        _check(strip >= 1, f"pq: strip must be >= 1 epoch, got {strip}")
         super().__init__(restore_best)
         self.alpha, self.strip = alpha, strip
 
@@ -122,21 +141,30 @@ class PQ(Prechelt):
 
 
 class UP(Prechelt):
+    """UP_s: stop after the end of a strip t when the validation loss rose at the ends of
+    s successive strips: E_va(t - i*k) > E_va(t - (i+1)*k) for i = 0 .. s-1."""
+
     def __init__(self, s: int, strip: int, restore_best: bool) -> None:
+        _check(s >= 1, f"up: s must be >= 1 strip, got {s}")
+        _check(strip >= 1, f"up: strip must be >= 1 epoch, got {strip}")
         super().__init__(restore_best)
         self.s, self.strip = s, strip
 
     def update(self, epoch: int, metrics: dict[str, float]) -> bool:
         self.record(epoch, metrics)
         k = self.strip
-        if epoch % k != 0:
-            return False
-        rises = 0
-        t = epoch
-        while t - k >= 1 and self.val[t - 1] > self.val[t - k - 1]:
-            rises += 1
-            t -= k
-        return rises >= self.s
+        if epoch % k != 0 or epoch - self.s * k < 1:
+            return False  # not the end of a strip, or fewer than s strips to compare
+
+        def e_va(t: int) -> float:
+            return self.val[t - 1]  # epochs count from 1
+
+        return all(e_va(epoch - i * k) > e_va(epoch - (i + 1) * k) for i in range(self.s))
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UsageError(f"stopper {message}")
 
 
 def none() -> NoStopper:

@@ -1,0 +1,384 @@
+"""What the report says in words: verdict counts, the best configuration, hints, next steps.
+
+Everything here is plain pandas over the stored ``runs`` and ``history`` tables; the
+figures (:mod:`lrlab.report.figures`) and the page (:mod:`lrlab.report`) read the
+:class:`SweepView` built by :func:`view`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from lrlab.config import AXES
+from lrlab.verdicts import DEFAULT_THRESHOLDS, SEVERITY, VERDICTS
+
+CONFIG_AXES = tuple(a for a in AXES if a != "seed")
+NUMBERS = ["epochs_run", "best_epoch", "restored_epoch", "train_loss", "train_acc",
+           "val_loss", "val_acc", "best_train_loss", "best_train_acc", "best_val_loss",
+           "best_val_acc", "test_loss", "test_acc", "gap_loss", "gap_acc", "gl", "wall_s"]
+FLAGGED = ("error", "diverged", "overfit", "underfit")  # most severe first
+
+
+@dataclass
+class SweepView:
+    """The stored tables, tidied, with what the report derives from them.
+
+    ``runs`` gains ``sel_val_acc`` (validation accuracy of the weights that were tested:
+    the restored epoch's when the stopper restored one), ``config`` (a label of the run's
+    varying axes, seed left out) and ``best_lr`` (the LR that did best among runs that
+    differ from this one only in LR and seed).
+    """
+
+    name: str
+    runs: pd.DataFrame
+    history: pd.DataFrame
+    manifest: dict[str, Any]
+    axes: list[str]  # axis columns present
+    varying: list[str]  # axes with more than one value, seed left out
+    fixed: dict[str, Any]  # axis -> its single value
+    seeds: int
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    def values(self, axis: str) -> list[Any]:
+        """The distinct values of an axis, in order (numbers ascending)."""
+        if axis not in self.runs:
+            return []
+        vals = self.runs[axis].dropna().unique().tolist()
+        return sorted(vals) if axis in ("lr", "epochs", "batch_size", "seed") else vals
+
+
+def view(runs: pd.DataFrame, history: pd.DataFrame, manifest: dict[str, Any],
+         name: str) -> SweepView:
+    """Tidy the tables (missing columns filled) and derive the report's columns."""
+    runs = runs.copy().reset_index(drop=True)
+    for col in NUMBERS + ["lr"]:
+        runs[col] = pd.to_numeric(runs[col], errors="coerce") if col in runs else math.nan
+    for col in ("run_id", "verdict", "flags", "stopped_by", "error"):
+        runs[col] = runs[col].fillna("").astype(str) if col in runs else ""
+    runs.loc[~runs["verdict"].isin(VERDICTS), "verdict"] = "error"
+    axes = [a for a in AXES if a in runs]
+    for a in axes:
+        if a not in ("lr", "epochs", "batch_size", "seed"):
+            runs[a] = runs[a].fillna("").astype(str)
+    history = history.copy()
+    if history.empty or "run_id" not in history:
+        history = pd.DataFrame(columns=["run_id", "epoch", "lr", "train_loss", "train_acc",
+                                        "val_loss", "val_acc", "wall_s"])
+    varying = [a for a in axes if a != "seed" and runs[a].nunique(dropna=True) > 1]
+    fixed = {a: runs[a].iloc[0] for a in axes if a not in varying and a != "seed"
+             and not runs.empty}
+    seeds = int(runs["seed"].nunique()) if "seed" in runs and not runs.empty else 1
+    config = manifest.get("config") or {}
+    thresholds = {**DEFAULT_THRESHOLDS, **(config.get("thresholds") or {})}
+
+    runs["sel_val_acc"] = runs["val_acc"]
+    restored = runs["restored_epoch"].fillna(0) > 0
+    if restored.any() and not history.empty:
+        at = history.set_index(["run_id", "epoch"])["val_acc"]
+        keys = list(zip(runs.loc[restored, "run_id"], runs.loc[restored, "restored_epoch"].astype(int),
+                        strict=True))
+        runs.loc[restored, "sel_val_acc"] = [at.get(k, math.nan) for k in keys]
+    runs["config"] = [config_label(row, varying) for row in runs.to_dict("records")]
+    runs["best_lr"] = _peer_best_lr(runs, [a for a in CONFIG_AXES if a in runs and a != "lr"])
+    return SweepView(name, runs, history, manifest, axes, varying, fixed, seeds, thresholds)
+
+
+def config_label(row: dict[str, Any], varying: list[str]) -> str:
+    """``lr=0.1, augment=noise``: the run's values of the varying axes."""
+    parts = [f"{a}={fmt(row[a], 'lr') if a == 'lr' else row[a]}" for a in varying]
+    return ", ".join(parts) or "all runs"
+
+
+def _peer_best_lr(runs: pd.DataFrame, others: list[str]) -> pd.Series:
+    if runs.empty or "lr" not in runs:
+        return pd.Series(math.nan, index=runs.index)
+    ok = runs[runs["verdict"] != "error"]
+    keys = others or None
+    best: dict[Any, float] = {}
+    groups = ok.groupby(keys, dropna=False, sort=False) if keys else [((), ok)]
+    for key, group in groups:
+        score = group.groupby("lr")["sel_val_acc"].mean().dropna()
+        if not score.empty:
+            best[key if isinstance(key, tuple) else (key,)] = float(score.idxmax())
+    if not keys:
+        return pd.Series(best.get((), math.nan), index=runs.index)
+    return pd.Series([best.get(tuple(r), math.nan) for r in runs[others].itertuples(index=False)],
+                     index=runs.index)
+
+
+# -- formatting ---------------------------------------------------------------------------
+
+
+def fmt(x: Any, kind: str = "loss") -> str:
+    """A number as a table cell: ``loss`` 3 significant digits, ``acc`` 3 decimals,
+    ``gap`` signed, ``pct`` a percentage, ``lr`` as given, ``int``, ``s`` seconds."""
+    if x is None or isinstance(x, str):
+        return x or "—"
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if math.isnan(x):
+        return "—"
+    if math.isinf(x):
+        return "∞" if x > 0 else "−∞"
+    if kind == "acc":
+        return f"{x:.3f}"
+    if kind == "gap":
+        return f"{x:+.3f}".replace("-", "−")
+    if kind == "pct":
+        return f"{x:.1f}%"
+    if kind == "lr":
+        return f"{x:g}"
+    if kind == "int":
+        return str(int(x))
+    if kind == "s":
+        return f"{x:.2f}"
+    return f"{x:.3g}"
+
+
+# -- summary ------------------------------------------------------------------------------
+
+
+def counts(sw: SweepView) -> list[tuple[str, int]]:
+    """Runs per verdict, every verdict listed (zeros too), in VERDICTS order."""
+    c = sw.runs["verdict"].value_counts()
+    return [(v, int(c.get(v, 0))) for v in VERDICTS]
+
+
+def best_config(sw: SweepView) -> dict[str, Any] | None:
+    """The configuration with the highest mean validation accuracy over its seeds.
+
+    Chosen on validation alone; only then is its test metric read, so the test set
+    stays an unbiased estimate (the lesson of the train/val/test split).
+    """
+    runs = sw.runs[(sw.runs["verdict"] != "error") & sw.runs["sel_val_acc"].notna()]
+    if runs.empty:
+        return None
+    keys = [a for a in CONFIG_AXES if a in runs]
+    grouped = runs.groupby(keys, dropna=False, sort=False) if keys else [((), runs)]
+    best = None
+    for _, group in grouped:
+        score = (group["sel_val_acc"].mean(), -group["val_loss"].mean())
+        if best is None or score > best[0]:
+            best = (score, group)
+    assert best is not None
+    group = best[1]
+    first = group.iloc[0]
+
+    def spread(col: str, kind: str) -> str:
+        vals = group[col].dropna()
+        text = fmt(vals.mean(), kind)
+        return f"{text} ± {fmt(vals.std(), kind)}" if len(vals) > 1 else text
+
+    return {
+        "label": first["config"],
+        "axes": [(a, fmt(first[a], "lr") if a == "lr" else str(first[a])) for a in keys],
+        "val_acc": spread("sel_val_acc", "acc"), "val_loss": spread("val_loss", "loss"),
+        "test_acc": spread("test_acc", "acc"), "test_loss": spread("test_loss", "loss"),
+        "seeds": len(group), "run_ids": group["run_id"].tolist(),
+        "verdicts": ", ".join(sorted(set(group["verdict"]))), "lr": float(first["lr"]),
+    }
+
+
+def settings(sw: SweepView) -> list[tuple[str, str]]:
+    """The sweep's settings as (name, value) rows: grid axes, split, thresholds ..."""
+    cfg = sw.manifest.get("config") or {}
+    rows = []
+    grid = cfg.get("grid") or {}
+    for axis in sw.axes:
+        vals = grid.get(axis) or sw.values(axis)
+        rows.append((axis, ", ".join(fmt(v, "lr") if isinstance(v, float) else str(v)
+                                     for v in vals)))
+    for key in ("split", "split_seed", "executor", "eval_batch_size", "compile", "amp"):
+        if key in cfg:
+            rows.append((key, str(cfg[key])))
+    sizes = sw.manifest.get("split_sizes") or {}
+    for ds, s in sizes.items():
+        rows.append((f"{ds} sizes", ", ".join(f"{k} {v}" for k, v in s.items())))
+    rows.append(("thresholds", ", ".join(f"{k}={v:g}" for k, v in sw.thresholds.items())))
+    return rows
+
+
+def environment(sw: SweepView) -> list[tuple[str, str]]:
+    """Device, versions, command line, times and plugins from the manifest."""
+    m = sw.manifest
+    rows = []
+    dev = m.get("device") or {}
+    if dev:
+        rows.append(("device", " ".join(str(dev.get(k, "")) for k in ("type", "name")).strip()
+                     + (f" ({dev['torch_threads']} threads)" if dev.get("torch_threads") else "")))
+    if m.get("command_line"):
+        rows.append(("command line", str(m["command_line"])))
+    versions = m.get("versions") or {}
+    if versions:
+        rows.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
+    for key in ("started", "finished"):
+        if m.get(key):
+            rows.append((key, str(m[key])))
+    if m.get("wall_s") is not None:
+        rows.append(("wall time", f"{float(m['wall_s']):.1f} s"))
+    plugins = [p.get("name", "?") for p in m.get("plugins") or [] if isinstance(p, dict)]
+    if plugins:
+        rows.append(("plugins", ", ".join(plugins)))
+    return rows
+
+
+# -- flagged runs and hints ---------------------------------------------------------------
+
+
+def hint(row: dict[str, Any], planned: int | None = None) -> str:
+    """One line saying what to try, from the numbers that flagged the run."""
+    verdict, lr, best_lr = row["verdict"], row["lr"], row.get("best_lr", math.nan)
+    ran = int(row["epochs_run"]) if row["epochs_run"] == row["epochs_run"] else 0
+    planned = int(row["epochs"]) if row.get("epochs") == row.get("epochs") else ran
+    known = isinstance(best_lr, float) and math.isfinite(best_lr)
+    best = f" (lr {fmt(best_lr, 'lr')} did best)" if known and best_lr != lr else ""
+    if verdict == "error":
+        return "the run raised an error: fix it and re-run the sweep (finished runs are kept)"
+    if verdict == "diverged":
+        return (f"diverged at lr {fmt(lr, 'lr')} in epoch {ran} (train loss "
+                f"{fmt(row['train_loss'])}): lower the LR{best}")
+    if verdict == "underfit":
+        head = f"train acc {fmt(row['best_train_acc'], 'acc')} after {ran} epochs at lr {fmt(lr, 'lr')}"
+        if known and lr < best_lr:
+            return f"{head}: raise the LR{best} or train longer"
+        if known and lr > best_lr:
+            return f"{head}: too high to learn steadily, lower the LR{best}"
+        return f"{head}: train longer or use a bigger model"
+    if verdict == "overfit":
+        cure = "augment" if str(row.get("augment", "none")) in ("none", "") else "regularize more"
+        stop = " (--stopper patience)" if str(row.get("stopper", "")) in ("none", "") else ""
+        b = int(row["best_epoch"]) if row["best_epoch"] == row["best_epoch"] else 0
+        if 0 < b < ran:
+            return f"val loss bottomed at epoch {b} of {ran}: stop earlier{stop} or {cure}"
+        return (f"train-val acc gap {fmt(row['gap_acc'], 'acc')} after {planned} epochs: "
+                f"{cure}, or use fewer epochs")
+    return ""
+
+
+def flagged(sw: SweepView) -> list[dict[str, Any]]:
+    """Every overfit / diverged / underfit / error run with its evidence and a hint."""
+    runs = sw.runs[sw.runs["verdict"].isin(FLAGGED)].copy()
+    runs["_sev"] = -runs["verdict"].map(SEVERITY)
+    out = []
+    for row in runs.sort_values(["_sev"], kind="stable").to_dict("records"):
+        diverged = row["verdict"] == "diverged"
+        out.append({
+            "verdict": row["verdict"], "run_id": row["run_id"], "config": row["config"],
+            "lr": fmt(row["lr"], "lr"), "gap_acc": fmt(row["gap_acc"], "gap"),
+            "gl": fmt(row["gl"], "pct"),
+            "epochs": f"{fmt(row['best_epoch'], 'int')} / {fmt(row['epochs_run'], 'int')}"
+                      + (f" of {fmt(row['epochs'], 'int')}" if "epochs" in row else ""),
+            "train_acc": fmt(row["train_acc"], "acc"), "val_acc": fmt(row["sel_val_acc"], "acc"),
+            "diverged_at": (f"epoch {fmt(row['epochs_run'], 'int')}: {fmt(row['train_loss'])}"
+                            if diverged else ""),
+            "flags": row["flags"], "hint": hint(row),
+        })
+    return out
+
+
+def next_steps(sw: SweepView, best: dict[str, Any] | None) -> list[str]:
+    """A few sentences: what worked, what to avoid, what to run next."""
+    runs, out = sw.runs, []
+    if best is not None:
+        out.append(f"Best by validation: {best['label']} — val acc {best['val_acc']}, "
+                   f"test acc {best['test_acc']} (test read for this configuration only).")
+    div = runs[runs["verdict"] == "diverged"]
+    if not div.empty:
+        low = div["lr"].min()
+        out.append(f"{len(div)} run(s) diverged, the smallest at lr {fmt(low, 'lr')}: "
+                   f"keep the LR below it, or warm up (schedule onecycle).")
+    under = runs[runs["verdict"] == "underfit"]
+    if not under.empty and best is not None:
+        small = under[under["lr"] < best["lr"]]
+        if not small.empty:
+            out.append(f"{len(small)} run(s) underfit at lr ≤ {fmt(small['lr'].max(), 'lr')}: "
+                       f"too small to learn in the epochs given; raise the LR or train longer.")
+    over = runs[runs["verdict"] == "overfit"]
+    if not over.empty:
+        text = (f"{len(over)} run(s) overfit (train-val acc gap up to "
+                f"{fmt(over['gap_acc'].max(), 'acc')}).")
+        effect = augment_effect(sw)
+        if effect:
+            text += " " + effect
+        elif "augment" in sw.fixed and sw.fixed["augment"] in ("none", ""):
+            text += " Try augmentation (--augment none,noise)."
+        if "stopper" in sw.fixed and sw.fixed["stopper"] in ("none", ""):
+            text += " Try early stopping (--stopper none,patience)."
+        out.append(text)
+    if best is not None and runs["lr"].nunique() > 1:
+        lr = best["lr"]
+        zoom = ",".join(fmt(float(f"{lr * f:.2g}"), "lr") for f in (1 / 3, 1, 3))
+        out.append(f"Zoom in around the best LR next: --lr {zoom}.")
+    return out
+
+
+def augment_effect(sw: SweepView) -> str:
+    """``augmentation 'noise' changed the mean gap from 0.081 to 0.032`` (learning runs only)."""
+    if "augment" not in sw.varying:
+        return ""
+    ok = sw.runs[sw.runs["verdict"].isin(["ok", "overfit"])]
+    gaps = ok.groupby("augment")["gap_acc"].mean().dropna()
+    if len(gaps) < 2:
+        return ""
+    base = "none" if "none" in gaps.index else gaps.index[0]
+    parts = [f"'{a}' {fmt(g, 'acc')}" for a, g in gaps.items() if a != base]
+    return (f"Mean gap of the runs that learned: '{base}' {fmt(gaps[base], 'acc')} vs "
+            + ", ".join(parts) + ".")
+
+
+# -- all runs -----------------------------------------------------------------------------
+
+RUN_COLUMNS = [  # column, header, kind, tooltip
+    ("epochs_run", "epochs run", "int", "epochs trained (fewer than planned when stopped)"),
+    ("best_epoch", "best epoch", "int", "epoch of the lowest validation loss"),
+    ("train_loss", "train loss", "loss", "final training loss (clean evaluation)"),
+    ("val_loss", "val loss", "loss", "final validation loss"),
+    ("best_val_loss", "best val loss", "loss", "lowest validation loss"),
+    ("train_acc", "train acc", "acc", "final training accuracy"),
+    ("sel_val_acc", "val acc", "acc", "validation accuracy of the tested weights"),
+    ("best_val_acc", "best val acc", "acc", "validation accuracy at the best epoch"),
+    ("gap_acc", "gap (acc)", "gap", "train acc − val acc at the last epoch"),
+    ("gap_loss", "gap (loss)", "gap", "val loss − train loss at the last epoch"),
+    ("gl", "GL", "pct", "Prechelt's generalization loss at the last epoch"),
+    ("wall_s", "time (s)", "s", "wall-clock seconds"),
+]
+
+
+def all_runs(sw: SweepView) -> tuple[list[tuple[str, str, bool]], list[dict[str, Any]]]:
+    """Columns (header, tooltip, numeric) and rows of every run, best validation first."""
+    runs = sw.runs.sort_values(["sel_val_acc", "val_loss"], ascending=[False, True],
+                               na_position="last", kind="stable")
+    axes = [a for a in sw.varying] + (["seed"] if sw.seeds > 1 else [])
+    extra = [("stopped_by", "stopped by", "", "why training ended early")] \
+        if (runs["stopped_by"] != "").any() else []
+    extra += [("restored_epoch", "restored", "int", "epoch whose weights were tested")] \
+        if (runs["restored_epoch"].fillna(0) > 0).any() else []
+    cols = [("run id", "the run's id", False), ("verdict", "ok / overfit / underfit / "
+                                               "diverged / error", False)]
+    cols += [(a, "grid axis", a in ("lr", "epochs", "batch_size", "seed")) for a in axes]
+    spec = RUN_COLUMNS[:2] + extra + RUN_COLUMNS[2:]
+    cols += [(h, tip, kind != "") for _, h, kind, tip in spec]
+    rows = []
+    for r in runs.to_dict("records"):
+        cells = [(r["run_id"], None), (r["verdict"], None)]
+        cells += [(fmt(r[a], "lr") if a == "lr" else str(r[a]),
+                   _num(r[a]) if a in ("lr", "epochs", "batch_size", "seed") else None)
+                  for a in axes]
+        cells += [(fmt(r[c], kind) if kind else (r[c] or "—"), _num(r[c]) if kind else None)
+                  for c, _, kind, _ in spec]
+        rows.append({"verdict": r["verdict"], "cells": cells})
+    return cols, rows
+
+
+def _num(x: Any) -> float | str:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return ""
+    return "" if math.isnan(v) else v

@@ -1,0 +1,173 @@
+"""Figures about fitting: the overfit-gap heatmap, augmentation, early stopping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from lrlab.report.analysis import SweepView
+from lrlab.report.plotting import (
+    VERDICT_COLORS,
+    ReportFigure,
+    absent,
+    capped,
+    lr_text,
+    new_figure,
+    pick,
+    shown,
+    text,
+)
+from lrlab.verdicts import SEVERITY
+
+ROW_PREFERENCE = ("epochs", "augment", "model", "schedule", "stopper", "optimizer", "loss",
+                  "dataset", "batch_size")
+MAX_HEAT = 12  # rows and columns of the heatmap
+LEARNED = ("ok", "overfit", "underfit")  # runs whose gap means something
+
+
+def _cell_verdict(verdicts: pd.Series) -> str:
+    """The most common verdict of a cell (ties go to the most severe), ``k/n`` when mixed."""
+    c = verdicts.value_counts()
+    top = max(c.index, key=lambda v: (c[v], SEVERITY.get(v, 0)))
+    return top if c[top] == len(verdicts) else f"{top} {c[top]}/{len(verdicts)}"
+
+
+def gap_heatmap(sw: SweepView) -> ReportFigure:
+    """Mean train-val accuracy gap per LR x (epochs | augmentation | ...), verdicts written in."""
+    key, title = "gap-heatmap", "Overfitting map: generalization gap by learning rate"
+    runs = sw.runs
+    row_axis = next((a for a in ROW_PREFERENCE if a in sw.varying), None)
+    all_lrs, all_rows = sw.values("lr"), (sw.values(row_axis) if row_axis else [None])
+    if not all_lrs:
+        return absent(key, title, "no runs.")
+    lrs, rows = pick(all_lrs, MAX_HEAT), pick(all_rows, MAX_HEAT)
+    gap = np.full((len(rows), len(lrs)), np.nan)
+    notes = [["" for _ in lrs] for _ in rows]
+    for i, rv in enumerate(rows):
+        for j, lr in enumerate(lrs):
+            cell = runs[(runs["lr"] == lr) & ((runs[row_axis] == rv) if row_axis else True)]
+            if cell.empty:
+                continue
+            learned = cell.loc[cell["verdict"].isin(LEARNED), "gap_acc"].dropna()
+            gap[i, j] = learned.mean() if not learned.empty else np.nan
+            num = f"{gap[i, j]:+.2f}\n" if not learned.empty else ""
+            notes[i][j] = num + _cell_verdict(cell["verdict"])
+    limit = max(np.nanmax(np.abs(gap)) if np.isfinite(gap).any() else 0.0,
+                2 * sw.thresholds.get("overfit_gap_acc", 0.05))
+    frame = pd.DataFrame(gap, index=[text(r) if row_axis else "all runs" for r in rows],
+                         columns=[lr_text(v) for v in lrs])
+    fig = new_figure(max(6.0, 1.5 + 1.05 * len(lrs)), max(2.4, 1.3 + 0.62 * len(rows)))
+    ax = fig.subplots()
+    ax.set_facecolor("#e4e4e4")  # cells without a gap (diverged, error) stay grey
+    sns.heatmap(frame, ax=ax, cmap="vlag", center=0, vmin=-limit, vmax=limit,
+                linewidths=1, linecolor="white",
+                cbar_kws={"label": "gap = train acc − val acc"})
+    for i in range(len(rows)):
+        for j in range(len(lrs)):
+            verdict = notes[i][j].split("\n")[-1].split(" ")[0]
+            strong = np.isfinite(gap[i, j]) and abs(gap[i, j]) > 0.6 * limit
+            ax.text(j + 0.5, i + 0.5, notes[i][j], ha="center", va="center", fontsize=8,
+                    color="white" if strong else "#222",
+                    fontweight="bold" if verdict in ("overfit", "diverged") else "normal")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(row_axis or "")
+    ax.tick_params(axis="y", rotation=0)
+    th = sw.thresholds.get("overfit_gap_acc", 0.05)
+    caption = ("Each cell is one learning rate" + (f" and {row_axis}" if row_axis else "")
+               + ": its colour is the mean gap between training and validation accuracy at the "
+               f"last epoch (red = training far better than validation, i.e. overfitting; the "
+               f"verdict threshold is {th:g}); the text gives that gap and the cell's verdict. "
+               "Grey cells had no learning run (diverged or error)."
+               + capped("learning rates", len(lrs), len(all_lrs))
+               + (capped(f"values of {row_axis}", len(rows), len(all_rows)) if row_axis else ""))
+    return shown(key, title, caption, fig, "heatmap of the generalization gap")
+
+
+def augment_effect(sw: SweepView) -> ReportFigure:
+    """Gap and validation accuracy per LR, one bar per augmentation."""
+    key, title = "augmentation", "Augmentation: its effect on the gap and on validation accuracy"
+    augs = sw.values("augment")
+    if len(augs) < 2:
+        which = f" ('{augs[0]}')" if augs else ""
+        return absent(key, title, f"the sweep used one augmentation{which}; compare several "
+                                  "with e.g. --augment none,noise.")
+    runs = sw.runs[sw.runs["verdict"] != "error"].copy()
+    runs["augment"] = runs["augment"].map(text)
+    lrs = pick(sw.values("lr"), 10)
+    runs = runs[runs["lr"].isin(lrs)]
+    runs["LR"] = runs["lr"].map(lr_text)
+    order = [lr_text(v) for v in lrs]
+    hue = [text(a) for a in augs]
+    fig = new_figure(11, 3.8)
+    left, right = fig.subplots(1, 2)
+    learned = runs[runs["verdict"].isin(LEARNED)]
+    sns.barplot(data=learned, x="LR", y="gap_acc", hue="augment", order=order, hue_order=hue,
+                errorbar="sd", ax=left, legend=False)
+    left.axhline(0, color="#333", lw=0.8)
+    th = sw.thresholds.get("overfit_gap_acc", 0.05)
+    left.axhline(th, color=VERDICT_COLORS["overfit"], ls="--", lw=1.2)
+    left.text(0.01, th, f" overfit threshold {th:g}", transform=left.get_yaxis_transform(),
+              va="bottom", fontsize=8, color=VERDICT_COLORS["overfit"])
+    left.set(title="generalization gap (lower is better)", xlabel="learning rate",
+             ylabel="train acc − val acc")
+    sns.barplot(data=runs, x="LR", y="sel_val_acc", hue="augment", order=order, hue_order=hue,
+                errorbar="sd", ax=right)
+    right.set(title="validation accuracy (higher is better)", xlabel="learning rate",
+              ylabel="val acc", ylim=(0, 1.02))
+    sns.move_legend(right, "upper left", bbox_to_anchor=(1.02, 1), frameon=False,
+                    title="augmentation")
+    caption = ("Bars compare the augmentations at each learning rate: left, the train−val "
+               "accuracy gap (runs that diverged are left out), right, the validation "
+               "accuracy; black ticks are ±1 standard deviation. A good augmentation lowers "
+               "the gap without lowering validation accuracy.")
+    return shown(key, title, caption, fig, "bar charts of gap and validation accuracy per "
+                                           "augmentation")
+
+
+def early_stopping(sw: SweepView) -> ReportFigure:
+    """Best epoch vs stopped epoch per strategy, epochs saved, and what it cost."""
+    key, title = "early-stopping", "Early stopping: where each strategy stopped, and what it saved"
+    stoppers = sw.values("stopper")
+    if not stoppers or all(s in ("none", "") for s in stoppers):
+        return absent(key, title, "no early stopping in this sweep (stopper 'none'); compare "
+                                  "with e.g. --stopper none,patience,gl.")
+    runs = sw.runs[sw.runs["verdict"].isin(LEARNED)].copy()
+    if runs.empty:
+        return absent(key, title, "no run learned anything (all diverged or failed).")
+    runs["stopper"] = runs["stopper"].map(text)
+    runs["saved"] = (runs["epochs"] - runs["epochs_run"]).clip(lower=0)
+    order = [text(s) for s in stoppers]
+    palette = dict(zip(order, sns.color_palette("tab10", len(order)), strict=True))
+    fig = new_figure(12, 3.9)
+    a, b, c = fig.subplots(1, 3, width_ratios=[1.3, 1, 1])
+    rng = np.random.default_rng(0)  # jitter so that identical points stay visible
+    jitter = pd.DataFrame({"best": runs["best_epoch"] + rng.uniform(-0.15, 0.15, len(runs)),
+                           "ran": runs["epochs_run"] + rng.uniform(-0.15, 0.15, len(runs)),
+                           "stopper": runs["stopper"]})
+    sns.scatterplot(data=jitter, x="best", y="ran", hue="stopper", hue_order=order,
+                    palette=palette, style="stopper", style_order=order, s=45, alpha=0.8, ax=a)
+    top = float(runs["epochs"].max())
+    a.plot([0, top], [0, top], color="#666", ls="--", lw=1)
+    a.text(top, top, " stopped at best ", ha="right", va="bottom", fontsize=8, color="#666")
+    for e in runs["epochs"].unique():
+        a.axhline(e, color="#999", ls=":", lw=1)
+    a.set(title="best epoch vs epoch stopped", xlabel="best epoch (lowest val loss)",
+          ylabel="epochs trained")
+    sns.move_legend(a, "lower right", frameon=True, fontsize=8, title="stopper")
+    sns.barplot(data=runs, y="stopper", x="saved", hue="stopper", order=order, hue_order=order,
+                palette=palette, errorbar="sd", ax=b, legend=False)
+    totals = runs.groupby("stopper")["saved"].sum()
+    for k, s in enumerate(order):
+        b.text(0, k, f" total {int(totals.get(s, 0))}", va="center", fontsize=8)
+    b.set(title="epochs saved per run", xlabel="epochs not trained", ylabel="")
+    sns.barplot(data=runs, y="stopper", x="sel_val_acc", hue="stopper", order=order,
+                hue_order=order, palette=palette, errorbar="sd", ax=c, legend=False)
+    c.set(title="validation accuracy of the tested weights", xlabel="val acc", ylabel="",
+          xlim=(0, 1.02))
+    c.set_yticklabels([])
+    caption = ("Left: each dot is a run; dots on the dashed diagonal stopped exactly at their "
+               "best epoch, dots on a dotted line ran every planned epoch. Middle: epochs each "
+               "strategy saved (mean ± sd, total written in). Right: whether stopping cost "
+               "validation accuracy. Runs that diverged or failed are left out.")
+    return shown(key, title, caption, fig, "early stopping comparison")

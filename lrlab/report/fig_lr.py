@@ -1,0 +1,241 @@
+"""Figures about the learning rate: sensitivity, learning curves, the schedule used."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import seaborn as sns
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from lrlab.report.analysis import SweepView
+from lrlab.report.plotting import (
+    MAX_COLS,
+    MAX_ROWS,
+    VERDICT_COLORS,
+    ReportFigure,
+    absent,
+    capped,
+    finite,
+    lr_text,
+    new_figure,
+    pick,
+    shown,
+    text,
+)
+
+SERIES = {  # series name -> (loss column, accuracy column)
+    "train (final)": ("train_loss", "train_acc"),
+    "val (final)": ("val_loss", "sel_val_acc"),
+    "val (best epoch)": ("best_val_loss", "best_val_acc"),
+}
+FACET_PREFERENCE = ("model", "epochs", "optimizer", "schedule", "stopper", "loss", "dataset",
+                    "batch_size")
+
+
+def facet_axis(sw: SweepView, exclude: tuple[str, ...]) -> str | None:
+    """The axis to split panels by: model, else epochs, else another varying axis."""
+    return next((a for a in FACET_PREFERENCE if a in sw.varying and a not in exclude), None)
+
+
+def _learning(sw: SweepView) -> pd.DataFrame:
+    return sw.runs[sw.runs["verdict"] != "error"]
+
+
+def _shade(ax, runs: pd.DataFrame) -> None:
+    """Shade the LRs where most runs diverged (red) or underfit (blue)."""
+    lrs = sorted(runs["lr"].dropna().unique())
+    if len(lrs) < 2:
+        return
+    logs = [math.log10(v) for v in lrs]
+    for i, lr in enumerate(lrs):
+        verdicts = runs.loc[runs["lr"] == lr, "verdict"].value_counts()
+        top = verdicts.index[0]
+        if top not in ("diverged", "underfit") or verdicts.iloc[0] * 2 <= verdicts.sum():
+            continue
+        left = (logs[i] + logs[i - 1]) / 2 if i > 0 else logs[i] - (logs[1] - logs[0]) / 2
+        right = (logs[i] + logs[i + 1]) / 2 if i + 1 < len(lrs) else \
+            logs[i] + (logs[i] - logs[i - 1]) / 2
+        ax.axvspan(10 ** left, 10 ** right, color=VERDICT_COLORS[top], alpha=0.10, lw=0)
+
+
+def lr_sensitivity(sw: SweepView) -> ReportFigure:
+    """Final and best loss/accuracy against LR (log axis), train beside val."""
+    key, title = "lr-sensitivity", "Learning-rate sensitivity: loss and accuracy against LR"
+    runs = _learning(sw)
+    if runs["lr"].nunique() < 2:
+        return absent(key, title, "the sweep has a single learning rate; give several "
+                                  "(e.g. --lr 0.001,0.01,0.1) to see how the LR matters.")
+    facet = facet_axis(sw, exclude=("lr", "augment"))
+    all_vals = sw.values(facet) if facet else [None]
+    facets = all_vals[:MAX_ROWS]
+    parts = []
+    for name, (loss, acc) in SERIES.items():
+        for metric, col in (("loss", loss), ("accuracy", acc)):
+            part = pd.DataFrame({"lr": runs["lr"], "value": runs[col], "metric": metric,
+                                 "series": name, "facet": runs[facet] if facet else None,
+                                 "augment": runs["augment"].map(text)
+                                 if "augment" in runs else "none"})
+            parts.append(part)
+    long = pd.concat(parts, ignore_index=True)
+    long = long[long["value"].map(lambda v: math.isfinite(v))]
+    loss_cap = 3 * max(finite(runs.loc[runs["verdict"] != "diverged", "train_loss"]) or [10.0])
+    augs = list(dict.fromkeys(long["augment"]))
+    fig = new_figure(11, 0.6 + 2.9 * len(facets))
+    axes = fig.subplots(len(facets), 2, squeeze=False, sharex=True)
+    for i, fv in enumerate(facets):
+        sub = long if fv is None else long[long["facet"] == fv]
+        in_facet = runs if fv is None else runs[runs[facet] == fv]
+        for j, metric in enumerate(("loss", "accuracy")):
+            ax = axes[i][j]
+            data = sub[sub["metric"] == metric]
+            if not data.empty:
+                sns.lineplot(data=data, x="lr", y="value", hue="augment", hue_order=augs,
+                             style="series", style_order=list(SERIES), markers=True,
+                             errorbar="sd", ax=ax, legend=(i == 0 and j == 1))
+            ax.set_xscale("log")
+            _shade(ax, in_facet)
+            if metric == "loss":
+                ax.set_yscale("log")
+                top = max(finite(data["value"]) or [1.0])
+                if top > loss_cap:
+                    ax.set_ylim(top=loss_cap)
+                ax.set_ylabel("loss (log scale)")
+            else:
+                ax.set_ylim(-0.02, 1.02)
+                ax.set_ylabel("accuracy")
+            ax.set_xlabel("learning rate (log scale)")
+            where = f" · {facet} {text(fv)}" if facet else ""
+            ax.set_title(f"{metric}{where}")
+    legend_ax = axes[0][1]
+    if legend_ax.get_legend() is not None:
+        sns.move_legend(legend_ax, "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+    others = [a for a in sw.varying if a not in ("lr", "augment", facet)]
+    over = "seeds" + (f" and {', '.join(others)}" if others else "")
+    caption = ("Each line follows one measurement across learning rates (log axis): solid = "
+               "training, dashed = validation at the last epoch, dotted = validation at its best "
+               "epoch; the vertical distance between train and val is the generalization gap. "
+               f"Colour = augmentation; bands = ±1 standard deviation over {over}. Red shading: "
+               "most runs diverged at that LR; blue: most underfit."
+               + capped(f"values of {facet}", len(facets), len(all_vals)))
+    return shown(key, title, caption, fig, "loss and accuracy against learning rate")
+
+
+def learning_curves(sw: SweepView) -> ReportFigure:
+    """Train vs val loss per epoch, one panel per LR x augmentation."""
+    key, title = "learning-curves", "Learning curves: training vs validation loss per epoch"
+    runs = _learning(sw)
+    if runs.empty or sw.history.empty:
+        return absent(key, title, "no run has a training history to draw.")
+    if "seed" in runs and runs["seed"].nunique() > 1:
+        runs = runs[runs["seed"] == runs.groupby("config")["seed"].transform("min")]
+    best_lr = runs.loc[runs["sel_val_acc"].idxmax(), "lr"] if runs["sel_val_acc"].notna().any() \
+        else None
+    all_lrs = sw.values("lr")
+    lrs = pick(all_lrs, MAX_COLS, keep=best_lr)
+    all_augs = sw.values("augment") if "augment" in runs else [None]
+    augs = all_augs[:MAX_ROWS]
+    hist = {rid: h for rid, h in sw.history.groupby("run_id", sort=False)}
+    fig = new_figure(min(12, 1.2 + 1.9 * len(lrs)), 0.9 + 1.9 * len(augs))
+    axes = fig.subplots(len(augs), len(lrs), squeeze=False, sharex=True, sharey=True)
+    losses, start = [], []
+    stopped = False
+    for i, aug in enumerate(augs):
+        for j, lr in enumerate(lrs):
+            ax = axes[i][j]
+            cell = runs[(runs["lr"] == lr) & ((runs["augment"] == aug) if aug is not None else True)]
+            cell = cell.head(4)
+            for r in cell.to_dict("records"):
+                h = hist.get(r["run_id"])
+                if h is None or h.empty:
+                    continue
+                color = VERDICT_COLORS[r["verdict"]]
+                lw = 2.2 if r["verdict"] == "overfit" else 1.2
+                ax.plot(h["epoch"], h["train_loss"], "-", color=color, lw=lw)
+                ax.plot(h["epoch"], h["val_loss"], "--", color=color, lw=lw)
+                losses += finite(h["train_loss"]) + finite(h["val_loss"])
+                start += finite(h.loc[h["epoch"] == 0, "train_loss"])
+                at_best = h.loc[h["epoch"] == r["best_epoch"], "val_loss"]
+                if not at_best.empty:
+                    ax.plot([r["best_epoch"]], [at_best.iloc[0]], "o", color=color, ms=5,
+                            mec="black", mew=0.8, zorder=5)
+                if r["stopped_by"] in ("stopper", "plugin"):
+                    ax.axvline(r["epochs_run"], color=color, ls=":", lw=1.4)
+                    stopped = True
+            if (cell["verdict"] == "overfit").any():
+                ax.set_facecolor("#fff1e0")
+            name = f"lr {lr_text(lr)}" + (f" · {text(aug)}" if len(all_augs) > 1 else "")
+            ax.set_title(name, fontsize=9)
+            ax.tick_params(labelsize=8)
+    good = [v for v in losses if v > 0]
+    if good:
+        ax0 = axes[0][0]
+        ax0.set_yscale("log")
+        top = min(max(good), 3 * max(start or good))
+        ax0.set_ylim(min(good) * 0.8, top * 1.2)
+    fig.supxlabel("epoch (0 = before training)", fontsize=10)
+    fig.supylabel("loss (log scale)", fontsize=10)
+    handles = [Line2D([], [], color="#444", ls="-", label="train loss"),
+               Line2D([], [], color="#444", ls="--", label="validation loss"),
+               Line2D([], [], color="#444", marker="o", ls="", mec="black",
+                      label="best epoch (lowest val loss)")]
+    if stopped:
+        handles.append(Line2D([], [], color="#444", ls=":", label="early stop"))
+    present = [v for v in VERDICT_COLORS if (runs["verdict"] == v).any()]
+    handles += [Patch(color=VERDICT_COLORS[v], label=v) for v in present]
+    fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 8),
+               frameon=False, fontsize=9)
+    extra = [a for a in sw.varying if a not in ("lr", "augment")]
+    caption = ("Each panel is one learning rate" + (" and augmentation" if len(all_augs) > 1 else "")
+               + ": solid = training loss, dashed = validation loss, colour = the run's verdict. "
+               "When the dashed line turns up while the solid one keeps falling, the model is "
+               "overfitting (orange panels); the dot marks the lowest validation loss"
+               + ("; dotted verticals mark where early stopping ended the run" if stopped else "")
+               + "." + (" Lines in one panel differ in " + ", ".join(extra) + "." if extra else "")
+               + (" One seed per configuration is drawn." if sw.seeds > 1 else "")
+               + capped("learning rates", len(lrs), len(all_lrs))
+               + capped("augmentations", len(augs), len(all_augs)))
+    return shown(key, title, caption, fig, "training and validation loss curves")
+
+
+def lr_schedule(sw: SweepView) -> ReportFigure:
+    """The LR actually used, per epoch, for each schedule in the sweep."""
+    key, title = "lr-schedule", "Learning-rate schedules: the LR actually used per epoch"
+    scheds = sw.values("schedule")
+    if not scheds or all(s == "constant" for s in scheds):
+        return absent(key, title, "every run used a constant learning rate (schedule "
+                                  "'constant'); try --schedule constant,cosine,onecycle.")
+    runs = _learning(sw).sort_values("epochs_run", ascending=False, kind="stable")
+    if runs.empty or sw.history.empty:
+        return absent(key, title, "no run has a training history to draw.")
+    hist = {rid: h for rid, h in sw.history.groupby("run_id", sort=False)}
+    palette = dict(zip(scheds, sns.color_palette("tab10", len(scheds)), strict=True))
+    fig = new_figure(11, 3.6)
+    left, right = fig.subplots(1, 2)
+    for s in scheds:
+        mine = runs[runs["schedule"] == s]
+        if mine.empty:
+            continue
+        longest = mine.iloc[0]
+        h = hist.get(longest["run_id"])
+        if h is not None:
+            left.plot(h["epoch"], h["lr"] / longest["lr"], "-o", ms=3, color=palette[s],
+                      label=text(s))
+        for lr in pick(sorted(mine["lr"].unique()), MAX_COLS):
+            r = mine[mine["lr"] == lr].iloc[0]
+            h = hist.get(r["run_id"])
+            if h is not None:
+                right.plot(h["epoch"], h["lr"], "-", color=palette[s], lw=1.4)
+    left.set(title="shape: LR as a multiple of the run's LR", xlabel="epoch",
+             ylabel="multiple of the given LR")
+    left.legend(title="schedule", frameon=False)
+    right.set_yscale("log")
+    right.set(title="the LR actually used, one line per given LR", xlabel="epoch",
+              ylabel="learning rate (log scale)")
+    caption = ("The learning rate the optimizer used at the last batch of each epoch (epoch 0 = "
+               "the first batch): left, each schedule's shape as a multiple of the LR you "
+               "gave; right, the actual values for each LR of the sweep, coloured by schedule. "
+               "Schedules change the LR every batch; a decaying LR lets a large starting LR "
+               "settle.")
+    return shown(key, title, caption, fig, "learning rate per epoch for each schedule")

@@ -1,0 +1,96 @@
+"""Shared plotting helpers: a figure on matplotlib's Agg canvas, embedded as base64 PNG.
+
+No pyplot: figures are built from :class:`matplotlib.figure.Figure` with an Agg canvas,
+so the report neither touches the caller's backend nor keeps figures alive, and
+nothing is written to disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+VERDICT_COLORS = {"ok": "#2e9d4a", "overfit": "#e67e22", "underfit": "#5b7fa6",
+                  "diverged": "#d62728", "error": "#8e44ad"}
+DPI = 100
+MAX_ROWS = 4  # facet rows of a small-multiples figure
+MAX_COLS = 6  # facet columns
+
+
+@dataclass
+class ReportFigure:
+    """One figure of the report: a PNG (base64), or the reason it is absent."""
+
+    key: str
+    title: str
+    caption: str
+    png: str = ""
+    absent: str = ""
+    alt: str = ""
+    width: int = 0  # pixels
+
+    @property
+    def shown(self) -> bool:
+        return bool(self.png)
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """An empty figure (inches) with constrained layout on an Agg canvas."""
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def to_png(fig: Figure) -> tuple[str, int]:
+    """The figure as base64 PNG, and its width in pixels."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    width = int(round(fig.get_figwidth() * DPI))
+    return base64.b64encode(buf.getvalue()).decode("ascii"), width
+
+
+def shown(key: str, title: str, caption: str, fig: Figure, alt: str) -> ReportFigure:
+    png, width = to_png(fig)
+    return ReportFigure(key, title, caption, png=png, alt=alt, width=width)
+
+
+def absent(key: str, title: str, why: str) -> ReportFigure:
+    return ReportFigure(key, title, "", absent=why)
+
+
+def text(value: Any) -> str:
+    """A data value as matplotlib text: ``$`` would start mathtext, so it is escaped."""
+    return str(value).replace("$", r"\$")
+
+
+def lr_text(lr: float) -> str:
+    return f"{lr:g}"
+
+
+def pick(values: Sequence[Any], n: int, keep: Any = None) -> list[Any]:
+    """At most ``n`` of the sorted ``values``, spread evenly, ``keep`` always among them."""
+    values = list(values)
+    if len(values) <= n:
+        return values
+    idx = sorted({round(i * (len(values) - 1) / (n - 1)) for i in range(n)})
+    if keep in values and values.index(keep) not in idx:
+        k = values.index(keep)
+        nearest = min(idx, key=lambda i: abs(i - k))
+        idx = sorted(set(idx) - {nearest} | {k})
+    return [values[i] for i in idx]
+
+
+def finite(values: Sequence[float]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
+def capped(what: str, shown_n: int, total: int) -> str:
+    """`` (showing 6 of 10 learning rates)`` when a facet was capped, else ``""``."""
+    return f" Showing {shown_n} of {total} {what}, spread over the range." if shown_n < total else ""

@@ -1,0 +1,223 @@
+"""The command line as a user meets it: output, exit codes, one-line errors, nothing
+half-written on bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from lrlab.cli import app
+
+runner = CliRunner()
+TINY = ["--lr", "0.05", "--epochs", "2", "--augment", "none"]
+
+
+def invoke(*args, cwd=None):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_python_dash_m_runs_the_cli():
+    proc = subprocess.run([sys.executable, "-m", "lrlab", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0
+    assert "sweep" in proc.stdout and "lr-find" in proc.stdout
+
+
+def test_collect_only_lists_the_default_runs_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("sweep", "--collect-only")
+    assert result.exit_code == 0
+    lines = result.stdout.strip().splitlines()
+    assert "mlp-lr0.01-ep40-none-s0" in lines
+    assert lines[-1] == "12 runs collected"
+    assert not (tmp_path / "reports").exists()
+
+
+def test_sweep_prints_table_where_results_went_and_pytest_style_last_line(out):
+    result = invoke("sweep", *TINY, "--lr", "0.05,1000", "--out", out, "--name", "t")
+    assert result.exit_code == 0, result.output
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("2 runs: ") and last.endswith("s")
+    assert "1 diverged" in last
+    assert "mlp-lr0.05-ep2-none-s0" in result.stdout
+    assert str(out / "t") in result.stdout
+    runs = pd.read_parquet(out / "t" / "runs.parquet")
+    assert sorted(runs["run_id"]) == ["mlp-lr0.05-ep2-none-s0", "mlp-lr1000-ep2-none-s0"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "mpl"], "unknown model 'mpl'; did you mean 'mlp'? (choices: cnn, "),
+    (["--optimizer", "adma"], "did you mean 'adam'?"),
+    (["--model", "mlp(widht=3)"], "model 'mlp' has no parameter 'widht'; did you mean 'width'?"),
+    (["--model", "mlp(width=wide)"], "parameter 'width' must be int, got 'wide'"),
+    (["--lr", "0"], "learning rate must be > 0"),
+    (["--epochs", "0"], "epochs must be >= 1"),
+    (["--lr", ","], "grid would be empty"),
+    (["--augment", "flip+crap"], "unknown augmentation 'crap'; did you mean 'crop'?"),
+    (["--stopper", "patience(patience=3.5)"], "parameter 'patience' must be int"),
+    (["--executor", "locl"], "unknown executor 'locl'"),
+    (["-k", "nothing-matches"], "selects none of the runs"),
+    (["--threshold", "overfit_gl"], "is not KEY=NUMBER"),
+])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(out, args, message):
+    result = invoke("sweep", *TINY, "--out", out, *args)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+    assert not out.exists()
+
+
+def test_malformed_toml_exits_2(tmp_path):
+    sweep = tmp_path / "bad.toml"
+    sweep.write_text("lr = [0.1,\n")
+    result = invoke("sweep", sweep, "--out", tmp_path / "r")
+    assert result.exit_code == 2 and "malformed TOML" in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_data_root_without_files_exits_2_before_writing(tmp_path):
+    empty = tmp_path / "data"
+    empty.mkdir()
+    result = invoke("sweep", *TINY, "--dataset", "mnist", "--data-root", empty,
+                    "--out", tmp_path / "r")
+    assert result.exit_code == 2
+    assert "--download" in result.stderr and str(empty) in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_keyword_selects_runs(out):
+    result = invoke("sweep", *TINY, "--lr", "0.01,0.1", "-k", "lr0.1", "--out", out,
+                    "--collect-only")
+    assert result.stdout.strip().splitlines() == ["mlp-lr0.1-ep2-none-s0", "1 runs collected"]
+
+
+BROKEN_PLUGIN = '''
+import lrlab
+from torch import nn
+
+def broken(input_shape, num_classes):
+    """A model whose forward raises."""
+    class Broken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(64, num_classes)
+        def forward(self, x):
+            raise RuntimeError("broken forward")
+    return Broken()
+
+@lrlab.hookimpl
+def lrlab_register_models(register):
+    register("broken", broken)
+'''
+
+
+@pytest.fixture
+def broken_sweep(tmp_path):
+    (tmp_path / "lrlab_plugins.py").write_text(BROKEN_PLUGIN)
+    sweep = tmp_path / "broken.toml"
+    sweep.write_text('model = ["broken", "mlp"]\nlr = [0.05]\nepochs = 2\naugment = "none"\n'
+                     f'out = "{tmp_path / "r"}"\n')
+    return sweep
+
+
+def test_a_run_that_raises_is_an_error_and_the_sweep_goes_on(broken_sweep, tmp_path):
+    result = invoke("sweep", broken_sweep)
+    assert result.exit_code == 0, result.output
+    runs = pd.read_parquet(tmp_path / "r" / "broken" / "runs.parquet").set_index("run_id")
+    assert runs.loc["broken-lr0.05-ep2-none-s0", "verdict"] == "error"
+    assert "RuntimeError: broken forward" in runs.loc["broken-lr0.05-ep2-none-s0", "error"]
+    assert "Traceback" in runs.loc["broken-lr0.05-ep2-none-s0", "error"]
+    assert runs.loc["mlp-lr0.05-ep2-none-s0", "verdict"] != "error"
+    assert "1 error" in result.stdout.strip().splitlines()[-1]
+
+
+def test_exitfirst_stops_after_the_first_error(broken_sweep, tmp_path):
+    result = invoke("sweep", broken_sweep, "-x")
+    runs = pd.read_parquet(tmp_path / "r" / "broken" / "runs.parquet")
+    assert list(runs["run_id"]) == ["broken-lr0.05-ep2-none-s0"]
+    assert result.stdout.strip().splitlines()[-1].startswith("1 run: 1 error")
+
+
+def test_strict_exits_1_on_a_diverged_run_and_0_when_all_ok(out):
+    bad = invoke("sweep", *TINY, "--lr", "1000", "--out", out, "--name", "bad", "--strict")
+    assert bad.exit_code == 1
+    good = invoke("sweep", *TINY, "--out", out, "--name", "good", "--strict",
+                  "--threshold", "overfit_gap_acc=1", "--threshold", "overfit_gl=1000",
+                  "--threshold", "underfit_progress=0")
+    assert good.exit_code == 0, good.output
+
+
+def test_junit_xml_has_a_test_case_per_run_with_verdict_failures(broken_sweep, tmp_path):
+    xml = tmp_path / "junit.xml"
+    invoke("sweep", broken_sweep, "--lr", "0.05,1000", "--junit-xml", xml)
+    suite = ET.parse(xml).getroot().find("testsuite")
+    cases = {c.get("name"): c for c in suite.findall("testcase")}
+    assert set(cases) == {"broken-lr0.05-ep2-none-s0", "broken-lr1000-ep2-none-s0",
+                          "mlp-lr0.05-ep2-none-s0", "mlp-lr1000-ep2-none-s0"}
+    diverged = cases["mlp-lr1000-ep2-none-s0"].find("failure")
+    assert diverged is not None and diverged.get("type") == "diverged"
+    assert "exceeds" in diverged.get("message") or "became" in diverged.get("message")
+    assert cases["broken-lr0.05-ep2-none-s0"].find("error") is not None
+    assert suite.get("errors") == "2" and suite.get("tests") == "4"
+
+
+def test_resume_skips_finished_runs_and_fresh_starts_over(out):
+    first = invoke("sweep", *TINY, "--out", out, "--name", "r")
+    assert first.exit_code == 0
+    wall = pd.read_parquet(out / "r" / "runs.parquet")["wall_s"].tolist()
+    again = invoke("sweep", *TINY, "--lr", "0.05,0.1", "--out", out, "--name", "r")
+    assert "resumed: 1 finished run(s) skipped" in again.stdout
+    runs = pd.read_parquet(out / "r" / "runs.parquet")
+    assert sorted(runs["run_id"]) == ["mlp-lr0.05-ep2-none-s0", "mlp-lr0.1-ep2-none-s0"]
+    assert runs.set_index("run_id").loc["mlp-lr0.05-ep2-none-s0", "wall_s"] == wall[0]
+    history = pd.read_parquet(out / "r" / "history.parquet")
+    assert len(history) == 2 * 3  # epochs 0..2 per run, nothing duplicated
+    fresh = invoke("sweep", *TINY, "--lr", "0.05,0.1", "--out", out, "--name", "r", "--fresh")
+    assert "resumed" not in fresh.stdout
+
+
+def test_a_different_grid_in_the_same_folder_is_refused(out):
+    invoke("sweep", *TINY, "--lr", "0.05,0.1", "--out", out, "--name", "r")
+    result = invoke("sweep", *TINY, "--lr", "0.2", "--out", out, "--name", "r")
+    assert result.exit_code == 2
+    assert "--fresh" in result.stderr and "--name" in result.stderr
+    assert len(pd.read_parquet(out / "r" / "runs.parquet")) == 2  # nothing lost
+
+
+def test_show_prints_the_stored_table(out):
+    invoke("sweep", *TINY, "--out", out, "--name", "s")
+    result = invoke("show", out / "s")
+    assert result.exit_code == 0
+    assert "mlp-lr0.05-ep2-none-s0" in result.stdout
+    assert result.stdout.strip().splitlines()[-1].startswith("1 run: ")
+
+
+def test_show_on_a_folder_without_results_exits_2(tmp_path):
+    result = invoke("show", tmp_path)
+    assert result.exit_code == 2 and "holds no sweep results" in result.stderr
+
+
+def test_list_shows_components_params_and_docs():
+    result = runner.invoke(app, ["list", "model"])
+    assert result.exit_code == 0
+    assert "mlp(width=128, depth=2, dropout=0.0)" in result.stdout
+    assert "resnet18" in result.stdout and "builtin.models" in result.stdout
+    everything = runner.invoke(app, ["list"])
+    for kind in ("datasets", "models", "losses", "optimizers", "schedules", "augmentations",
+                 "stoppers", "executors"):
+        assert kind in everything.stdout
+    bad = runner.invoke(app, ["list", "modle"])
+    assert bad.exit_code == 2 and "did you mean 'model'" in bad.stderr
+
+
+def test_plugins_shows_each_builtin_and_what_it_registered():
+    result = runner.invoke(app, ["plugins"])
+    assert result.exit_code == 0
+    assert "builtin.models" in result.stdout and "model:mlp" in result.stdout
+    assert "built-in" in result.stdout
