@@ -120,6 +120,7 @@ def manifest(config: SweepConfig, host: Plugins, context: Context) -> dict[str, 
              for name, split in context._data.items()}
     return {
         "name": config.name,
+        "folder": str(config.out_dir),
         "config": config.to_dict(),
         "command_line": config.command_line,
         "device": {"type": device.type, "name": device_name,

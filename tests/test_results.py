@@ -1,0 +1,118 @@
+"""The runs and history tables: columns, Parquet store, manifest, atomic writes, resume,
+and a sweep killed mid-way losing nothing that had finished."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pandas as pd
+
+import lrlab
+from lrlab.results import RUNS_FILE, ResultStore
+
+RUNS_COLUMNS = ["run_id", "dataset", "model", "loss", "optimizer", "schedule", "augment",
+                "stopper", "lr", "epochs", "batch_size", "seed", "verdict", "flags",
+                "epochs_run", "best_epoch", "train_loss", "train_acc", "val_loss", "val_acc",
+                "best_train_loss", "best_train_acc", "best_val_loss", "best_val_acc",
+                "test_loss", "test_acc", "gap_loss", "gap_acc", "gl", "wall_s", "device",
+                "error"]
+HISTORY_COLUMNS = ["run_id", "epoch", "lr", "train_loss", "train_acc", "val_loss",
+                   "val_acc", "wall_s"]
+
+
+def test_python_api_returns_the_design_tables(out):
+    result = lrlab.run_sweep(out=out, name="api", lr=[0.05, 0.1], epochs=3, augment="none",
+                             report=False)
+    assert set(RUNS_COLUMNS) <= set(result.runs.columns)
+    assert list(result.history.columns) == HISTORY_COLUMNS
+    assert len(result.runs) == 2 and len(result.history) == 2 * 4  # epochs 0..3
+    row = result.runs.iloc[0]
+    assert row["gap_acc"] == row["train_acc"] - row["val_acc"]
+    assert row["gap_loss"] == row["val_loss"] - row["train_loss"]
+    assert row["device"] == "cpu" and row["epochs_run"] == 3
+    stored, history, manifest = lrlab.load_results(out / "api")
+    pd.testing.assert_frame_equal(stored, result.runs, check_like=True)
+    pd.testing.assert_frame_equal(history, result.history)
+
+
+def test_manifest_records_config_command_versions_and_device(out):
+    lrlab.run_sweep(out=out, name="m", lr=0.05, epochs=1, augment="none", report=False)
+    manifest = json.loads((out / "m" / "manifest.json").read_text())
+    assert manifest["config"]["grid"]["lr"] == [0.05]
+    assert manifest["config"]["split"] == [0.6, 0.2, 0.2]
+    assert "command_line" in manifest
+    assert manifest["versions"]["torch"] and manifest["versions"]["lrlab"] == lrlab.__version__
+    assert manifest["device"]["type"] == "cpu"
+    assert manifest["split_sizes"]["digits"] == {"train": 1079, "val": 359, "test": 359}
+    assert any(p["name"] == "builtin.models" for p in manifest["plugins"])
+
+
+def test_history_lr_is_the_lr_used_and_epoch_zero_is_the_untrained_model(out):
+    result = lrlab.run_sweep(out=out, lr=0.1, epochs=4, augment="none", report=False,
+                             schedule="step(every=2,gamma=0.5)")
+    h = result.history
+    assert list(h["epoch"]) == [0, 1, 2, 3, 4]
+    assert list(h["lr"]) == [0.1, 0.1, 0.1, 0.05, 0.05]
+    assert h["train_acc"].iloc[0] < 0.3  # untrained: near chance
+
+
+def test_writes_are_atomic_no_temporary_files_left(out):
+    lrlab.run_sweep(out=out, name="a", lr=[0.05, 0.1], epochs=1, augment="none", report=False)
+    names = sorted(p.name for p in (out / "a").iterdir())
+    assert names == ["history.parquet", "manifest.json", "runs.parquet"]
+
+
+def test_store_add_replaces_a_run_rather_than_duplicating(tmp_path, out):
+    result = lrlab.run_sweep(out=out, name="d", lr=0.05, epochs=1, augment="none",
+                             report=False)
+    store = ResultStore(out / "d")
+    store.load()
+    from lrlab.results import RunResult
+
+    rows = result.history.drop(columns="run_id").to_dict("records")
+    store.add(RunResult(None, result.runs.iloc[0].to_dict(), rows))
+    runs, history = store.tables()
+    assert len(runs) == 1 and len(history) == 2
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import sys, lrlab
+    lrlab.run_sweep(out=sys.argv[1], name="k", lr=[0.01, 0.02, 0.03, 0.04, 0.05, 0.06],
+                    epochs=40, augment="none", report=False)
+""")
+
+
+def test_a_killed_sweep_keeps_every_finished_run_and_resumes(tmp_path, out):
+    script = tmp_path / "sweep.py"
+    script.write_text(KILL_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    runs_file = out / "k" / RUNS_FILE
+    deadline = time.time() + 120
+    finished = 0
+    while time.time() < deadline and proc.poll() is None:
+        if runs_file.exists():
+            finished = len(pd.read_parquet(runs_file))
+            if finished >= 2:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = pd.read_parquet(runs_file)  # a whole, readable file
+    assert len(kept) >= 2
+    history = pd.read_parquet(out / "k" / "history.parquet")
+    assert set(kept["run_id"]) <= set(history["run_id"])
+    resumed = lrlab.run_sweep(out=out, name="k", lr=[0.01, 0.02, 0.03, 0.04, 0.05, 0.06],
+                              epochs=40, augment="none", report=False)
+    assert set(resumed.skipped) == set(kept["run_id"])
+    assert len(resumed.runs) == 6 and len(resumed.ran) == 6 - len(kept)
+    again = resumed.runs.set_index("run_id")
+    for row in kept.itertuples():  # the finished runs were kept, not trained again
+        assert again.loc[row.run_id, "wall_s"] == row.wall_s
