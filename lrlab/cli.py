@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -19,7 +19,7 @@ app = typer.Typer(
     no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]})
 
-PluginOpt = Annotated[Optional[list[str]], typer.Option(
+PluginOpt = Annotated[list[str] | None, typer.Option(
     "-p", "--plugin", help="Load a plugin module, or block one with no:NAME (repeatable).")]
 
 
@@ -38,39 +38,39 @@ def _axis(help_text: str) -> object:
 @app.command()
 @handle_errors
 def sweep(
-    sweep_file: Annotated[Optional[Path], typer.Argument(
+    sweep_file: Annotated[Path | None, typer.Argument(
         help="A TOML sweep file (see sweeps/). Without one, the flags and "
              "[tool.lrlab] defaults define the grid.", show_default=False)] = None,
-    lr: Annotated[Optional[str], _axis("Learning rates, e.g. 1e-3,1e-2 or auto[:N] "
+    lr: Annotated[str | None, _axis("Learning rates, e.g. 1e-3,1e-2 or auto[:N] "
                                        "(range test first).")] = None,
-    epochs: Annotated[Optional[str], _axis("Epoch counts, e.g. 10,30.")] = None,
-    augment: Annotated[Optional[str], _axis("Augmentations, e.g. none,flip+crop.")] = None,
-    model: Annotated[Optional[str], _axis("Models, e.g. mlp(width=64),cnn.")] = None,
-    optimizer: Annotated[Optional[str], _axis("Optimizers, e.g. sgd(momentum=0.9),adam.")] = None,
-    loss: Annotated[Optional[str], _axis("Losses, e.g. cross_entropy,mse.")] = None,
-    schedule: Annotated[Optional[str], _axis("LR schedules, e.g. constant,onecycle.")] = None,
-    stopper: Annotated[Optional[str], _axis("Early stopping, e.g. none,patience(patience=3).")] = None,
-    batch_size: Annotated[Optional[str], _axis("Batch sizes, e.g. 32,128.")] = None,
-    dataset: Annotated[Optional[str], _axis("Datasets, e.g. digits,mnist.")] = None,
-    seeds: Annotated[Optional[int], _axis("Seeds per configuration (0..N-1).")] = None,
-    name: Annotated[Optional[str], _axis("Sweep name: results go to OUT/NAME/.")] = None,
-    out: Annotated[Optional[str], _axis("Folder of all results [default: reports].")] = None,
-    executor: Annotated[Optional[str], _axis("local, vectorized, auto, or a plugin's.")] = None,
-    device: Annotated[Optional[str], _axis("auto, cpu or cuda [default: auto].")] = None,
-    split: Annotated[Optional[str], _axis("train,val,test fractions [default: 0.6,0.2,0.2].")] = None,
-    data_root: Annotated[Optional[str], _axis("Folder of torchvision datasets [default: data].")] = None,
+    epochs: Annotated[str | None, _axis("Epoch counts, e.g. 10,30.")] = None,
+    augment: Annotated[str | None, _axis("Augmentations, e.g. none,flip+crop.")] = None,
+    model: Annotated[str | None, _axis("Models, e.g. mlp(width=64),cnn.")] = None,
+    optimizer: Annotated[str | None, _axis("Optimizers, e.g. sgd(momentum=0.9),adam.")] = None,
+    loss: Annotated[str | None, _axis("Losses, e.g. cross_entropy,mse.")] = None,
+    schedule: Annotated[str | None, _axis("LR schedules, e.g. constant,onecycle.")] = None,
+    stopper: Annotated[str | None, _axis("Early stopping, e.g. none,patience(patience=3).")] = None,
+    batch_size: Annotated[str | None, _axis("Batch sizes, e.g. 32,128.")] = None,
+    dataset: Annotated[str | None, _axis("Datasets, e.g. digits,mnist.")] = None,
+    seeds: Annotated[int | None, _axis("Seeds per configuration (0..N-1).")] = None,
+    name: Annotated[str | None, _axis("Sweep name: results go to OUT/NAME/.")] = None,
+    out: Annotated[str | None, _axis("Folder of all results [default: reports].")] = None,
+    executor: Annotated[str | None, _axis("local, vectorized, auto, or a plugin's.")] = None,
+    device: Annotated[str | None, _axis("auto, cpu or cuda [default: auto].")] = None,
+    split: Annotated[str | None, _axis("train,val,test fractions [default: 0.6,0.2,0.2].")] = None,
+    data_root: Annotated[str | None, _axis("Folder of torchvision datasets [default: data].")] = None,
     download: Annotated[bool, typer.Option("--download", help="Let torchvision download missing datasets.")] = False,
-    threshold: Annotated[Optional[list[str]], typer.Option(
+    threshold: Annotated[list[str] | None, typer.Option(
         help="Verdict threshold KEY=VALUE, e.g. overfit_gl=10 (repeatable).",
         show_default=False)] = None,
     plugin: PluginOpt = None,
-    keyword: Annotated[Optional[str], typer.Option(
+    keyword: Annotated[str | None, typer.Option(
         "-k", help="Select runs whose id matches, e.g. 'lr0.1 and not noise'.",
         show_default=False)] = None,
     collect_only: Annotated[bool, typer.Option("--collect-only", help="List the runs; train nothing.")] = False,
     exitfirst: Annotated[bool, typer.Option("-x", "--exitfirst", help="Stop after the first run that errors.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a run is overfit, diverged or error.")] = False,
-    junit_xml: Annotated[Optional[Path], typer.Option(
+    junit_xml: Annotated[Path | None, typer.Option(
         "--junit-xml", help="Write each run as a JUnit test case.", show_default=False)] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore stored results: start over.")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the models.")] = False,
@@ -143,7 +143,7 @@ def _thresholds(items: list[str]) -> dict[str, float]:
 @app.command()
 @handle_errors
 def show(folder: Annotated[Path, typer.Argument(help="A sweep's results folder.")],
-         sort: Annotated[Optional[str], typer.Option(
+         sort: Annotated[str | None, typer.Option(
              help="Sort by this column (e.g. val_acc).", show_default=False)] = None) -> None:
     """Print a stored sweep's results table."""
     from lrlab.results import load_results
@@ -178,7 +178,7 @@ def report(folder: Annotated[Path, typer.Argument(help="A sweep's results folder
 
 @app.command("list")
 @handle_errors
-def list_components(kind: Annotated[Optional[str], typer.Argument(
+def list_components(kind: Annotated[str | None, typer.Argument(
         help="dataset, model, loss, optimizer, schedule, augmentation, stopper or executor.",
         show_default=False)] = None, plugin: PluginOpt = None) -> None:
     """List the components of each kind, their parameters and what they do."""

@@ -1,12 +1,14 @@
 """Every hook lrlab calls, in one module.
 
-Plugins implement these with ``@lrlab.hookimpl``; a function named ``lrlab_*`` that
-matches no spec here, or takes an argument a spec does not offer, fails loading with
-the plugin named. Arguments are only ever added at the end, never renamed.
+Plugins implement these with ``@lrlab.hookimpl`` (a function or method named
+``lrlab_*`` is taken as an implementation even unmarked); a name that matches no spec
+here, or an argument a spec does not offer, fails loading with the plugin named. An
+implementation may take any subset of a spec's arguments. Arguments are only ever
+added at the end, never renamed.
 
 Order of calls in one sweep (the same on every executor)::
 
-    lrlab_register_*          once per kind, when plugins are loaded
+    lrlab_register_*          once per kind, when plugins are loaded (in load order)
     lrlab_configure           once, after loading, before the grid is expanded
     lrlab_sweep_start         once, with the runs about to be trained
       lrlab_run_start         per run, before its first epoch
@@ -15,6 +17,15 @@ Order of calls in one sweep (the same on every executor)::
       lrlab_run_end           per run, with its final result and verdict
     lrlab_sweep_end           once, with the final tables
     lrlab_report_sections     when the HTML report is built
+
+The local executor trains one run after another, so its calls nest exactly as drawn.
+An executor that trains several runs at once (``vectorized``) interleaves the calls of
+different runs, but each run's own calls keep this order.
+
+An exception in ``lrlab_run_start``, ``lrlab_epoch_end``, ``lrlab_diagnose`` or
+``lrlab_run_end`` makes that run's verdict ``error``, its flag naming the plugin and the
+hook, and the sweep goes on; an exception in any other hook stops the sweep with a
+:class:`lrlab.PluginError` naming the plugin.
 """
 
 from __future__ import annotations
@@ -28,7 +39,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from lrlab.config import Run, SweepConfig
     from lrlab.registry import Register
+    from lrlab.report import Section
     from lrlab.results import RunResult
+    from lrlab.verdicts import Flag
 
 hookspec = pluggy.HookspecMarker("lrlab")
 
@@ -166,13 +179,20 @@ def lrlab_sweep_start(config: SweepConfig, runs: list[Run]) -> None:
 def lrlab_run_start(run: Run) -> None:
     """Called before a run's first epoch, on whichever executor trains it.
 
+    Its data is loaded by then; its model is not built yet.
+
     :param run: the run about to be trained (its ``run_id`` and every axis value).
     """
 
 
 @hookspec
 def lrlab_epoch_end(run: Run, epoch: int, metrics: dict[str, float]) -> bool | None:
-    """Called after each epoch's clean evaluation.
+    """Called after each epoch's clean evaluation, on whichever executor trains the run.
+
+    Not called for an epoch at which the run diverged (its training loss became
+    non-finite or passed ``diverge_factor`` times its start): the run stops there.
+    When an implementation answers ``True``, the run stops after this epoch with
+    ``stopped_by = "plugin"``; a stopper's ``restore_best`` still applies.
 
     :param run: the run being trained.
     :param epoch: the epoch just finished, counted from 1.
@@ -184,7 +204,7 @@ def lrlab_epoch_end(run: Run, epoch: int, metrics: dict[str, float]) -> bool | N
 
 @hookspec
 def lrlab_diagnose(run: Run, history: pd.DataFrame, summary: dict[str, Any],
-                   thresholds: dict[str, float]) -> list[Any] | None:
+                   thresholds: dict[str, float]) -> list[Flag] | None:
     """Called once per finished run to judge it.
 
     The built-in verdicts (diverged, underfit, overfit) are themselves an
@@ -222,7 +242,7 @@ def lrlab_sweep_end(config: SweepConfig, runs: pd.DataFrame, history: pd.DataFra
 
 @hookspec
 def lrlab_report_sections(runs: pd.DataFrame, history: pd.DataFrame,
-                          manifest: dict[str, Any]) -> list[Any] | None:
+                          manifest: dict[str, Any]) -> list[Section] | None:
     """Called when the HTML report is built, to add sections to it.
 
     :param runs: the ``runs`` table.

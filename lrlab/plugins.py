@@ -106,6 +106,10 @@ def _short(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
+def _one_line(exc: BaseException) -> str:
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
 def _trace(msg: str) -> None:
     sys.stderr.write(f"[lrlab hooks] {msg}\n")
 
@@ -157,10 +161,8 @@ class Plugins:
                               f"one already loaded{was}")
         try:
             self.pm.register(plugin, name=name)
-        except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin '{name}' failed to load: {exc}") from None
-        except ValueError as exc:
-            raise PluginError(f"plugin '{name}' failed to load: {exc}") from None
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            raise PluginError(f"plugin '{name}' failed to load: {_one_line(exc)}") from None
         self.info[name] = PluginInfo(name, source, version, where)
 
     def block(self, name: str) -> None:
@@ -172,11 +174,12 @@ class Plugins:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
             plugin_name = self.pm.get_name(exc.plugin) if exc.plugin else "?"
-            raise PluginError(f"plugin '{plugin_name}' failed to load: {exc}") from None
+            raise PluginError(f"plugin '{plugin_name}' failed to load: "
+                              f"{_one_line(exc)}") from None
         for kind in KINDS:
             hookname = f"lrlab_register_{PLURAL[kind]}"
             caller = getattr(self.pm.hook, hookname)
-            for impl in reversed(caller.get_hookimpls()):  # in load order
+            for impl in caller.get_hookimpls():  # in load order
                 register = self.registry.register_for(kind, impl.plugin_name)
                 if self.trace:
                     _trace(f"{hookname}(register) -> {impl.plugin_name}")

@@ -25,8 +25,15 @@ from typing import Any
 import pandas as pd
 import torch
 
-from lrlab.config import (COMPONENT_AXES, Run, SweepConfig, build_config, expand,
-                          keyword_matcher, run_key)
+from lrlab.config import (
+    COMPONENT_AXES,
+    Run,
+    SweepConfig,
+    build_config,
+    expand,
+    keyword_matcher,
+    run_key,
+)
 from lrlab.engine import resolve_device
 from lrlab.errors import PluginError, UsageError
 from lrlab.executors import Context

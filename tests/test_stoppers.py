@@ -110,7 +110,7 @@ def test_restore_best_tests_the_restored_epochs_weights(out):
     result = lrlab.run_sweep(out=out, lr=0.1, epochs=[1, 5], stopper=["none", stopper],
                              augment="none", report=False)
     runs = result.runs.set_index(["stopper", "epochs"])
-    stopped = runs.loc[(stopper.replace(" ", ""), 5)]
+    stopped = runs.loc[(str(parse_spec(stopper)), 5)]
     one_epoch = runs.loc[("none", 1)]
     assert stopped["stopped_by"] == "stopper" and stopped["epochs_run"] == 2
     assert stopped["restored_epoch"] == 1
@@ -128,7 +128,7 @@ def test_without_restore_best_the_last_epoch_is_tested(out):
     result = lrlab.run_sweep(out=out, lr=0.1, epochs=[2, 5], stopper=["none", stopper],
                              augment="none", report=False)
     runs = result.runs.set_index(["stopper", "epochs"])
-    stopped = runs.loc[(stopper.replace(" ", ""), 5)]
+    stopped = runs.loc[(str(parse_spec(stopper)), 5)]
     assert stopped["epochs_run"] == 2 and stopped["restored_epoch"] == 0
     assert stopped["test_loss"] == runs.loc[("none", 2), "test_loss"]
 
@@ -191,6 +191,18 @@ def test_pq_default_strip_of_five(registry):
     assert drive(build(registry, "pq"), val=val, train=train) == 10
 
 
+def test_pq_progress_divides_by_the_strips_minimum(registry):
+    # training loss goes up inside a strip: the minimum is not the last value
+    train = [1.0, 0.5, 0.6, 0.55, 0.52, 0.58]
+    val = [1.0, 0.9, 0.95, 0.97, 0.99, 1.0]
+    # P_3(6) = 1000 * (1.65 / (3 * 0.52) - 1) = 57.7; GL(6) = 11.1; PQ = 0.193
+    assert p_by_hand(train, 6, 3) == pytest.approx(57.69, abs=0.01)
+    assert gl_by_hand(val, 3) / p_by_hand(train, 3, 3) < 0.1  # 5.56 / 400
+    assert gl_by_hand(val, 6) / p_by_hand(train, 6, 3) == pytest.approx(0.1926, abs=1e-4)
+    assert drive(build(registry, "pq(alpha=0.1, strip=3)"), val=val, train=train) == 6
+    assert drive(build(registry, "pq(alpha=0.2, strip=3)"), val=val, train=train) is None
+
+
 def up_by_definition(val, s, k):
     """The first end-of-strip epoch t with E_va(t - i*k) > E_va(t - (i+1)*k) for
     i = 0..s-1 (the validation error rose in s successive strips)."""
@@ -211,8 +223,8 @@ def test_up_counts_successive_rising_strips(registry, s, stop):
     assert up_by_definition(UP_VAL, s, 2) == stop
     stopper = build(registry, f"up(s={s}, strip=2)")
     assert drive(stopper, val=UP_VAL) == stop
-    if stop:
-        assert stopper.best_epoch == 7  # the lowest validation loss seen (0.6)
+    seen = UP_VAL[:stop] if stop else UP_VAL
+    assert stopper.best_epoch == seen.index(min(seen)) + 1  # the lowest val loss seen
 
 
 @pytest.mark.parametrize("seed", range(60))

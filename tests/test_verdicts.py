@@ -9,9 +9,15 @@ import pandas as pd
 import pytest
 
 import lrlab
-from lrlab.verdicts import (DEFAULT_THRESHOLDS, builtin_diagnose, check_thresholds,
-                            generalization_loss, summary_line, worst)
 from lrlab.errors import UsageError
+from lrlab.verdicts import (
+    DEFAULT_THRESHOLDS,
+    builtin_diagnose,
+    check_thresholds,
+    generalization_loss,
+    summary_line,
+    worst,
+)
 
 
 def history(train_loss, train_acc, val_loss, val_acc):

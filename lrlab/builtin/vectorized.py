@@ -1,4 +1,136 @@
-"""The vectorized executor (torch.func): many runs of one architecture trained at once.
+"""Built-in executors `vectorized` and `auto`: many runs of one architecture trained at
+once with torch.func (stacked parameters, ``functional_call``, ``vmap``).
 
-Not yet built: this module registers nothing until it is.
+Runs that share dataset, model, loss, batch size, augmentation and optimizer structure
+form a group (see :mod:`lrlab.vectorized.plan`); each member keeps its own learning rate,
+seed, optimizer numbers, schedule, stopper and epochs, and gets the history the local
+executor would give it. A group vmap cannot serve (a BatchNorm model, a plugin
+optimizer, a single run) is trained one run at a time, and the user is told once why.
+
+``vectorized`` also vectorizes runs that draw randomness in training (dropout,
+augmentation): their random numbers are drawn for the whole group, so the results are
+valid but not the local executor's. ``auto`` keeps those on the local executor, so it
+only ever changes how fast a sweep runs, never its numbers.
 """
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+from lrlab import hookimpl
+from lrlab.config import Run
+from lrlab.executors import Context
+from lrlab.results import RunResult
+from lrlab.vectorized.plan import Plan, group_key, plan_group
+from lrlab.vectorized.trainer import train_group
+
+RANDOM = ("{what} draws its random numbers for the whole group, so those runs are valid "
+          "but not identical to the local executor's")
+AUTO_RANDOM = "{what} would draw other random numbers under vmap"
+
+
+class VectorizedExecutor:
+    """Trains groups of compatible runs together; the rest one after another."""
+
+    def __init__(self, auto: bool, max_group: int) -> None:
+        self.auto = auto
+        self.max_group = max(1, max_group)
+        self.name = "auto" if auto else "vectorized"
+
+    def groups(self, runs: list[Run], context: Context) -> list[list[Run] | tuple[str, Run]]:
+        """Runs grouped by what they must share, in order of first appearance; a run that
+        can never be vectorized comes as ``(reason, run)``."""
+        keyed: dict[object, list[Run]] = {}
+        out: list[list[Run] | tuple[str, Run]] = []
+        for run in runs:
+            key = group_key(context.registry, run)
+            if isinstance(key, str):
+                out.append((key, run))
+                continue
+            if key not in keyed:
+                keyed[key] = []
+                out.append(keyed[key])
+            keyed[key].append(run)
+        chunks: list[list[Run] | tuple[str, Run]] = []
+        for item in out:
+            if isinstance(item, tuple):
+                chunks.append(item)
+            else:
+                chunks += [item[i:i + self.max_group]
+                           for i in range(0, len(item), self.max_group)]
+        return chunks
+
+    def run(self, runs: list[Run], context: Context) -> Iterator[RunResult]:
+        tally: Counter = Counter()
+        for item in self.groups(runs, context):
+            if context.stop_requested:
+                return
+            group = [item[1]] if isinstance(item, tuple) else item
+            plan = item[0] if isinstance(item, tuple) else self.plan(group, context)
+            if isinstance(plan, str):
+                self.say(context, f"runs were trained one at a time: {plan}")
+                tally["local"] += len(group)
+                yield from self.local(group, context)
+                continue
+            tally["vectorized"] += len(group)
+            tally["groups"] += 1
+            yield from self.together(plan, context)
+        if self.auto and tally["vectorized"]:
+            context.note(f"auto: {tally['vectorized']} run(s) trained vectorized in "
+                         f"{tally['groups']} group(s), {tally['local']} one at a time")
+
+    def plan(self, group: list[Run], context: Context) -> Plan | str:
+        data = context.data(group[0])
+        plan = plan_group(group, context.registry, data, group[0].batch_size, context.device)
+        if isinstance(plan, str):
+            return plan
+        for flag, what in ((plan.stochastic, "the model's dropout"),
+                           (plan.augmented, "augmentation")):
+            if flag and self.auto:
+                return AUTO_RANDOM.format(what=what)
+            if flag:
+                self.say(context, RANDOM.format(what=what))
+        return plan
+
+    def say(self, context: Context, text: str) -> None:
+        """Tell the user once (notes are deduplicated); a group of one is no news."""
+        if self.auto and "a group of one run" in text:
+            return
+        context.note(f"{self.name}: {text}")
+
+    @staticmethod
+    def local(runs: list[Run], context: Context) -> Iterator[RunResult]:
+        for run in runs:
+            if context.stop_requested:
+                return
+            yield context.train_one(run)
+
+    def together(self, plan: Plan, context: Context) -> Iterator[RunResult]:
+        """Train a group together; if that fails, train its unfinished runs one by one."""
+        handed: set[str] = set()
+        try:
+            for done in train_group(plan, context):
+                handed.add(done.run.run_id)
+                yield context.result(done.run, done.trained, wall_s=done.wall_s,
+                                     error=done.error)
+        except Exception as exc:
+            self.say(context, f"training a group together failed ({type(exc).__name__}: "
+                              f"{exc}); its runs were trained one at a time")
+            yield from self.local([r for r in plan.runs if r.run_id not in handed], context)
+
+
+def vectorized(*, max_group: int = 64) -> VectorizedExecutor:
+    """Train runs of one architecture together with torch.func (vmap), up to `max_group` at once."""
+    return VectorizedExecutor(auto=False, max_group=max_group)
+
+
+def auto(*, max_group: int = 64) -> VectorizedExecutor:
+    """Vectorized where that gives the local executor's answers, local otherwise."""
+    return VectorizedExecutor(auto=True, max_group=max_group)
+
+
+@hookimpl
+def lrlab_register_executors(register):
+    register("vectorized", vectorized)
+    register("auto", auto)

@@ -210,8 +210,11 @@ class Suggestion:
     @property
     def lr(self) -> float:
         """The median over seeds (of log lr: an even count takes the geometric middle)."""
-        values = self.values
-        return float(np.exp(np.median(np.log(values)))) if values else math.nan
+        values = sorted(self.values)
+        if not values:
+            return math.nan
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else math.sqrt(values[mid - 1] * values[mid])
 
     @property
     def low(self) -> float:

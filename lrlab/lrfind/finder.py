@@ -22,8 +22,15 @@ import torch
 from lrlab.config import DEFAULTS
 from lrlab.data import Split, stratified_split
 from lrlab.errors import UsageError
-from lrlab.lrfind.core import (CURVE_COLUMNS, RULES, Suggestion, check_settings, diverged_step,
-                               range_test, suggestions_of)
+from lrlab.lrfind.core import (
+    CURVE_COLUMNS,
+    RULES,
+    Suggestion,
+    check_settings,
+    diverged_step,
+    range_test,
+    suggestions_of,
+)
 from lrlab.registry import Spec, parse_spec
 
 CURVE_FILE = "lrfind.parquet"

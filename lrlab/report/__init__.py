@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -99,8 +100,12 @@ def figures(sw: Any) -> list[Any]:
                 (fig_fit.early_stopping, "early-stopping", "Early stopping"),
                 (fig_lr.lr_schedule, "lr-schedule", "Learning-rate schedules")]
     out = []
-    with matplotlib.rc_context(), sns.axes_style("whitegrid"), \
+    with warnings.catch_warnings(), matplotlib.rc_context(), sns.axes_style("whitegrid"), \
             sns.plotting_context("notebook", font_scale=0.85):
+        # seaborn's own deprecation notices about matplotlib are not the user's business
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         for build, key, title in builders:
             try:
                 out.append(build(sw))

@@ -14,13 +14,14 @@ from typing import Any
 import pandas as pd
 
 from lrlab.config import AXES
-from lrlab.verdicts import DEFAULT_THRESHOLDS, SEVERITY, VERDICTS
+from lrlab.results import HISTORY_COLUMNS
+from lrlab.verdicts import DEFAULT_THRESHOLDS, VERDICTS
 
 CONFIG_AXES = tuple(a for a in AXES if a != "seed")
 NUMBERS = ["epochs_run", "best_epoch", "restored_epoch", "train_loss", "train_acc",
            "val_loss", "val_acc", "best_train_loss", "best_train_acc", "best_val_loss",
            "best_val_acc", "test_loss", "test_acc", "gap_loss", "gap_acc", "gl", "wall_s"]
-FLAGGED = ("error", "diverged", "overfit", "underfit")  # most severe first
+FLAGGED = ("overfit", "diverged", "underfit", "error")  # the order of the flagged table
 
 
 @dataclass
@@ -66,8 +67,7 @@ def view(runs: pd.DataFrame, history: pd.DataFrame, manifest: dict[str, Any],
             runs[a] = runs[a].fillna("").astype(str)
     history = history.copy()
     if history.empty or "run_id" not in history:
-        history = pd.DataFrame(columns=["run_id", "epoch", "lr", "train_loss", "train_acc",
-                                        "val_loss", "val_acc", "wall_s"])
+        history = pd.DataFrame(columns=HISTORY_COLUMNS)
     varying = [a for a in axes if a != "seed" and runs[a].nunique(dropna=True) > 1]
     fixed = {a: runs[a].iloc[0] for a in axes if a not in varying and a != "seed"
              and not runs.empty}
@@ -115,7 +115,8 @@ def _peer_best_lr(runs: pd.DataFrame, others: list[str]) -> pd.Series:
 
 def fmt(x: Any, kind: str = "loss") -> str:
     """A number as a table cell: ``loss`` 3 significant digits, ``acc`` 3 decimals,
-    ``gap`` signed, ``pct`` a percentage, ``lr`` as given, ``int``, ``s`` seconds."""
+    ``gap`` signed, ``pct`` a percentage, ``lr`` 3 significant digits, ``int``, ``s``
+    seconds; NaN is a dash."""
     if x is None or isinstance(x, str):
         return x or "—"
     try:
@@ -129,11 +130,11 @@ def fmt(x: Any, kind: str = "loss") -> str:
     if kind == "acc":
         return f"{x:.3f}"
     if kind == "gap":
-        return f"{x:+.3f}".replace("-", "−")
+        return "0.000" if abs(x) < 5e-4 else f"{x:+.3f}".replace("-", "−")
     if kind == "pct":
         return f"{x:.1f}%"
     if kind == "lr":
-        return f"{x:g}"
+        return f"{x:.3g}"
     if kind == "int":
         return str(int(x))
     if kind == "s":
@@ -182,6 +183,7 @@ def best_config(sw: SweepView) -> dict[str, Any] | None:
         "test_acc": spread("test_acc", "acc"), "test_loss": spread("test_loss", "loss"),
         "seeds": len(group), "run_ids": group["run_id"].tolist(),
         "verdicts": ", ".join(sorted(set(group["verdict"]))), "lr": float(first["lr"]),
+        "verdict": str(group["verdict"].mode().iloc[0]),
     }
 
 
@@ -231,11 +233,10 @@ def environment(sw: SweepView) -> list[tuple[str, str]]:
 # -- flagged runs and hints ---------------------------------------------------------------
 
 
-def hint(row: dict[str, Any], planned: int | None = None) -> str:
+def hint(row: dict[str, Any]) -> str:
     """One line saying what to try, from the numbers that flagged the run."""
     verdict, lr, best_lr = row["verdict"], row["lr"], row.get("best_lr", math.nan)
     ran = int(row["epochs_run"]) if row["epochs_run"] == row["epochs_run"] else 0
-    planned = int(row["epochs"]) if row.get("epochs") == row.get("epochs") else ran
     known = isinstance(best_lr, float) and math.isfinite(best_lr)
     best = f" (lr {fmt(best_lr, 'lr')} did best)" if known and best_lr != lr else ""
     if verdict == "error":
@@ -256,7 +257,7 @@ def hint(row: dict[str, Any], planned: int | None = None) -> str:
         b = int(row["best_epoch"]) if row["best_epoch"] == row["best_epoch"] else 0
         if 0 < b < ran:
             return f"val loss bottomed at epoch {b} of {ran}: stop earlier{stop} or {cure}"
-        return (f"train-val acc gap {fmt(row['gap_acc'], 'acc')} after {planned} epochs: "
+        return (f"train-val acc gap {fmt(row['gap_acc'], 'acc')} after {ran} epochs: "
                 f"{cure}, or use fewer epochs")
     return ""
 
@@ -264,16 +265,19 @@ def hint(row: dict[str, Any], planned: int | None = None) -> str:
 def flagged(sw: SweepView) -> list[dict[str, Any]]:
     """Every overfit / diverged / underfit / error run with its evidence and a hint."""
     runs = sw.runs[sw.runs["verdict"].isin(FLAGGED)].copy()
-    runs["_sev"] = -runs["verdict"].map(SEVERITY)
+    runs["_order"] = runs["verdict"].map(FLAGGED.index)
+    # overfit runs by how much (largest gap first), the others by learning rate
+    runs["_key"] = runs["lr"].where(runs["verdict"] != "overfit", -runs["gap_acc"])
     out = []
-    for row in runs.sort_values(["_sev"], kind="stable").to_dict("records"):
+    for row in runs.sort_values(["_order", "_key"], kind="stable").to_dict("records"):
         diverged = row["verdict"] == "diverged"
         out.append({
             "verdict": row["verdict"], "run_id": row["run_id"], "config": row["config"],
             "lr": fmt(row["lr"], "lr"), "gap_acc": fmt(row["gap_acc"], "gap"),
             "gl": fmt(row["gl"], "pct"),
             "epochs": f"{fmt(row['best_epoch'], 'int')} / {fmt(row['epochs_run'], 'int')}"
-                      + (f" of {fmt(row['epochs'], 'int')}" if "epochs" in row else ""),
+                      + (f" of {fmt(row['epochs'], 'int')}" if _num(row.get("epochs")) != ""
+                         else ""),
             "train_acc": fmt(row["train_acc"], "acc"), "val_acc": fmt(row["sel_val_acc"], "acc"),
             "diverged_at": (f"epoch {fmt(row['epochs_run'], 'int')}: {fmt(row['train_loss'])}"
                             if diverged else ""),

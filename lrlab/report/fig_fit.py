@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from lrlab.report.analysis import SweepView
 from lrlab.report.plotting import (
@@ -17,6 +18,7 @@ from lrlab.report.plotting import (
     pick,
     shown,
     text,
+    tilt_if_crowded,
 )
 from lrlab.verdicts import SEVERITY
 
@@ -115,6 +117,8 @@ def augment_effect(sw: SweepView) -> ReportFigure:
                 errorbar="sd", ax=right)
     right.set(title="validation accuracy (higher is better)", xlabel="learning rate",
               ylabel="val acc", ylim=(0, 1.02))
+    for ax in (left, right):
+        tilt_if_crowded(ax, len(order))
     sns.move_legend(right, "upper left", bbox_to_anchor=(1.02, 1), frameon=False,
                     title="augmentation")
     caption = ("Bars compare the augmentations at each learning rate: left, the train−val "
@@ -154,20 +158,26 @@ def early_stopping(sw: SweepView) -> ReportFigure:
         a.axhline(e, color="#999", ls=":", lw=1)
     a.set(title="best epoch vs epoch stopped", xlabel="best epoch (lowest val loss)",
           ylabel="epochs trained")
+    a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    a.yaxis.set_major_locator(MaxNLocator(integer=True))
     sns.move_legend(a, "lower right", frameon=True, fontsize=8, title="stopper")
     sns.barplot(data=runs, y="stopper", x="saved", hue="stopper", order=order, hue_order=order,
                 palette=palette, errorbar="sd", ax=b, legend=False)
     totals = runs.groupby("stopper")["saved"].sum()
-    for k, s in enumerate(order):
-        b.text(0, k, f" total {int(totals.get(s, 0))}", va="center", fontsize=8)
+    b.set_yticks(range(len(order)),
+                 labels=[f"{s}\n({int(totals.get(s, 0))} in all)" for s in order])
     b.set(title="epochs saved per run", xlabel="epochs not trained", ylabel="")
-    sns.barplot(data=runs, y="stopper", x="sel_val_acc", hue="stopper", order=order,
-                hue_order=order, palette=palette, errorbar="sd", ax=c, legend=False)
-    c.set(title="validation accuracy of the tested weights", xlabel="val acc", ylabel="",
-          xlim=(0, 1.02))
-    c.set_yticklabels([])
+    b.set_xlim(left=0, right=max(1.0, float(runs["saved"].max()) * 1.15))
+    runs["LR"] = runs["lr"].map(lr_text)
+    sns.pointplot(data=runs, x="LR", y="sel_val_acc", hue="stopper", hue_order=order,
+                  order=[lr_text(v) for v in sorted(runs["lr"].unique())], palette=palette,
+                  errorbar="sd", dodge=0.3 if len(order) > 1 else False, markers="o", linestyles="-", ax=c, legend=False)
+    c.set(title="validation accuracy of the tested weights", xlabel="learning rate",
+          ylabel="val acc", ylim=(0, 1.02))
+    tilt_if_crowded(c, runs["lr"].nunique(), limit=4)
     caption = ("Left: each dot is a run; dots on the dashed diagonal stopped exactly at their "
                "best epoch, dots on a dotted line ran every planned epoch. Middle: epochs each "
-               "strategy saved (mean ± sd, total written in). Right: whether stopping cost "
-               "validation accuracy. Runs that diverged or failed are left out.")
+               "strategy saved per run (mean ± sd; the total under each name). Right: validation accuracy of "
+               "the weights that were tested, per learning rate and strategy: whether stopping "
+               "cost accuracy. Runs that diverged or failed are left out.")
     return shown(key, title, caption, fig, "early stopping comparison")

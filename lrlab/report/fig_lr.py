@@ -18,6 +18,8 @@ from lrlab.report.plotting import (
     absent,
     capped,
     finite,
+    log_x_at,
+    log_y,
     lr_text,
     new_figure,
     pick,
@@ -94,10 +96,10 @@ def lr_sensitivity(sw: SweepView) -> ReportFigure:
                 sns.lineplot(data=data, x="lr", y="value", hue="augment", hue_order=augs,
                              style="series", style_order=list(SERIES), markers=True,
                              errorbar="sd", ax=ax, legend=(i == 0 and j == 1))
-            ax.set_xscale("log")
+            log_x_at(ax, runs["lr"].dropna().unique())
             _shade(ax, in_facet)
             if metric == "loss":
-                ax.set_yscale("log")
+                log_y(ax)
                 top = max(finite(data["value"]) or [1.0])
                 if top > loss_cap:
                     ax.set_ylim(top=loss_cap)
@@ -137,7 +139,7 @@ def learning_curves(sw: SweepView) -> ReportFigure:
     all_augs = sw.values("augment") if "augment" in runs else [None]
     augs = all_augs[:MAX_ROWS]
     hist = {rid: h for rid, h in sw.history.groupby("run_id", sort=False)}
-    fig = new_figure(min(12, 1.2 + 1.9 * len(lrs)), 0.9 + 1.9 * len(augs))
+    fig = new_figure(min(12.0, max(9.0, 1.2 + 1.9 * len(lrs))), 1.1 + 1.9 * len(augs))
     axes = fig.subplots(len(augs), len(lrs), squeeze=False, sharex=True, sharey=True)
     losses, start = [], []
     stopped = False
@@ -163,6 +165,10 @@ def learning_curves(sw: SweepView) -> ReportFigure:
                 if r["stopped_by"] in ("stopper", "plugin"):
                     ax.axvline(r["epochs_run"], color=color, ls=":", lw=1.4)
                     stopped = True
+            if cell.empty or (cell["verdict"] == "diverged").all():
+                ax.text(0.5, 0.5, "no run" if cell.empty else "diverged", ha="center",
+                        va="center", transform=ax.transAxes, fontsize=10, fontweight="bold",
+                        color="#888" if cell.empty else VERDICT_COLORS["diverged"])
             if (cell["verdict"] == "overfit").any():
                 ax.set_facecolor("#fff1e0")
             name = f"lr {lr_text(lr)}" + (f" · {text(aug)}" if len(all_augs) > 1 else "")
@@ -171,7 +177,7 @@ def learning_curves(sw: SweepView) -> ReportFigure:
     good = [v for v in losses if v > 0]
     if good:
         ax0 = axes[0][0]
-        ax0.set_yscale("log")
+        log_y(ax0)
         top = min(max(good), 3 * max(start or good))
         ax0.set_ylim(min(good) * 0.8, top * 1.2)
     fig.supxlabel("epoch (0 = before training)", fontsize=10)
@@ -184,7 +190,7 @@ def learning_curves(sw: SweepView) -> ReportFigure:
         handles.append(Line2D([], [], color="#444", ls=":", label="early stop"))
     present = [v for v in VERDICT_COLORS if (runs["verdict"] == v).any()]
     handles += [Patch(color=VERDICT_COLORS[v], label=v) for v in present]
-    fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 8),
+    fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 5),
                frameon=False, fontsize=9)
     extra = [a for a in sw.varying if a not in ("lr", "augment")]
     caption = ("Each panel is one learning rate" + (" and augmentation" if len(all_augs) > 1 else "")
@@ -230,12 +236,12 @@ def lr_schedule(sw: SweepView) -> ReportFigure:
     left.set(title="shape: LR as a multiple of the run's LR", xlabel="epoch",
              ylabel="multiple of the given LR")
     left.legend(title="schedule", frameon=False)
-    right.set_yscale("log")
+    log_y(right)
     right.set(title="the LR actually used, one line per given LR", xlabel="epoch",
               ylabel="learning rate (log scale)")
     caption = ("The learning rate the optimizer used at the last batch of each epoch (epoch 0 = "
                "the first batch): left, each schedule's shape as a multiple of the LR you "
                "gave; right, the actual values for each LR of the sweep, coloured by schedule. "
                "Schedules change the LR every batch; a decaying LR lets a large starting LR "
-               "settle.")
+               "settle. A line ends where its run stopped (diverged or stopped early).")
     return shown(key, title, caption, fig, "learning rate per epoch for each schedule")

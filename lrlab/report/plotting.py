@@ -16,6 +16,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator, NullLocator
 
 VERDICT_COLORS = {"ok": "#2e9d4a", "overfit": "#e67e22", "underfit": "#5b7fa6",
                   "diverged": "#d62728", "error": "#8e44ad"}
@@ -71,7 +72,8 @@ def text(value: Any) -> str:
 
 
 def lr_text(lr: float) -> str:
-    return f"{lr:g}"
+    """A learning rate as a label: three significant digits (``0.0167``, ``1e-05``)."""
+    return f"{lr:.3g}"
 
 
 def pick(values: Sequence[Any], n: int, keep: Any = None) -> list[Any]:
@@ -94,3 +96,25 @@ def finite(values: Sequence[float]) -> list[float]:
 def capped(what: str, shown_n: int, total: int) -> str:
     """`` (showing 6 of 10 learning rates)`` when a facet was capped, else ``""``."""
     return f" Showing {shown_n} of {total} {what}, spread over the range." if shown_n < total else ""
+
+
+def log_x_at(ax: Any, values: Sequence[float], n: int = 6) -> None:
+    """A log x axis ticked at (up to ``n`` of) the given values, e.g. the sweep's LRs."""
+    ax.set_xscale("log")
+    ticks = pick(sorted(set(values)), n)
+    ax.set_xticks(ticks, labels=[lr_text(v) for v in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
+def log_y(ax: Any) -> None:
+    """A log y axis with few minor ticks (drawing many is what makes log axes slow)."""
+    ax.set_yscale("log")
+    ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+
+
+def tilt_if_crowded(ax: Any, n: int, limit: int = 6) -> None:
+    """Tilt the x tick labels when there are more than ``limit`` categories."""
+    if n > limit:
+        ax.tick_params(axis="x", labelrotation=35)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")

@@ -2,11 +2,11 @@
 
 import math
 
+import lrlab_classic
 import pytest
 import torch
 import torch.nn.functional as F
 
-import lrlab_classic
 from lrlab.testing import entry_point
 
 
@@ -47,11 +47,11 @@ def test_focal_matches_a_hand_computed_value():
 
 
 def test_sweep_uses_lenet5_and_focal_through_the_entry_point(lrlab_sweep):
-    result = lrlab_sweep(model="lenet5", loss=["focal", "focal(gamma=1)"], lr=[0.05],
+    result = lrlab_sweep(model="lenet5", loss=["focal", "focal(gamma=1)"], lr=[0.01],
                          optimizer="adam")
     runs = result.runs
     assert list(runs["error"]) == ["", ""], runs["error"].tolist()
     assert set(runs["model"]) == {"lenet5"}
     assert set(runs["loss"]) == {"focal", "focal(gamma=1)"}
-    # two epochs of Adam on digits learn something
-    assert (runs["val_acc"] > 0.3).all(), runs[["loss", "val_acc"]]
+    # two epochs of Adam at lr 0.01 on digits get LeNet-5 well past chance (10%)
+    assert (runs["val_acc"] > 0.6).all(), runs[["loss", "val_acc"]]

@@ -1,0 +1,12 @@
+"""Training many runs of one architecture at once with torch.func.
+
+- :mod:`lrlab.vectorized.plan`: which runs form a group, and each member's optimizer
+  settings and learning rate per step;
+- :mod:`lrlab.vectorized.stacked`: the members' parameters as one ``(W, P)`` tensor,
+  gradients through ``vmap(grad(...))`` over ``functional_call``, batched clean evaluation;
+- :mod:`lrlab.vectorized.optim`: SGD, Adam, AdamW and RAdam batched over members;
+- :mod:`lrlab.vectorized.trainer`: the training loop of a group, member by member the
+  same as :func:`lrlab.engine.train`.
+
+The executors ``vectorized`` and ``auto`` (:mod:`lrlab.builtin.vectorized`) use them.
+"""

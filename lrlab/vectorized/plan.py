@@ -1,0 +1,127 @@
+"""Which runs can be trained together, and what each member needs: its optimizer
+settings and its learning rate at every step.
+
+Runs form a group when they share the dataset, model, loss, batch size, augmentation
+and the structure of their optimizer (SGD with or without Nesterov, Adam, AdamW,
+RAdam); within a group each keeps its own learning rate, seed, optimizer numbers,
+schedule, stopper and number of epochs. :func:`plan_group` says why a group cannot be
+vectorized, or what training it needs, before any hook is called.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from lrlab.config import Run, augment_str
+from lrlab.registry import Registry
+from lrlab.vectorized.optim import OptimKind, describe
+from lrlab.vectorized.stacked import check_vmap, inspect_model
+
+BUILTIN_OPTIMIZERS = "builtin.optimizers"
+# the keys a schedule may change; a schedule that changes others (momentum cycling)
+# needs the local executor
+SCHEDULED = ("lr", "initial_lr")
+
+
+@dataclass
+class Plan:
+    """A group ready to train: the runs and what each member needs."""
+
+    runs: list[Run]
+    kind: OptimKind
+    hypers: list[dict[str, float]]  # per member: momentum, betas, eps, weight_decay
+    lr_tables: list[list[float]]  # per member: the LR of each step
+    steps_per_epoch: int
+    stochastic: bool  # the model draws randomness in training (dropout)
+    augmented: bool  # the runs augment their batches
+
+
+def dummy_optimizer(registry: Registry, run: Run) -> torch.optim.Optimizer:
+    """The run's optimizer, built by its factory on one dummy parameter."""
+    return registry.build("optimizer", run.optimizer, [torch.nn.Parameter(torch.zeros(1))],
+                          run.lr)
+
+
+def optimizer_kind(registry: Registry, run: Run) -> tuple[OptimKind, dict[str, float]] | str:
+    """The run's optimizer as the batched optimizers know it, or why they do not."""
+    comp = registry.get("optimizer", run.optimizer.name)
+    if comp.plugin != BUILTIN_OPTIMIZERS:
+        return f"optimizer '{run.optimizer.name}' comes from plugin '{comp.plugin}'"
+    return describe(dummy_optimizer(registry, run))
+
+
+def group_key(registry: Registry, run: Run) -> tuple[Any, ...] | str:
+    """What runs must share to be trained together, or why this run cannot be."""
+    described = optimizer_kind(registry, run)
+    if isinstance(described, str):
+        return described
+    return (str(run.dataset), str(run.model), str(run.loss), run.batch_size,
+            augment_str(run.augment), described[0])
+
+
+def lr_table(registry: Registry, run: Run, steps_per_epoch: int) -> list[float] | str:
+    """The run's learning rate at each of its steps, read from its own schedule.
+
+    The schedule is built on a dummy optimizer and stepped as training would step it, so
+    any schedule plugin works; a pure ``LambdaLR`` is read from its factors directly.
+    """
+    optimizer = dummy_optimizer(registry, run)
+    schedule = registry.build("schedule", run.schedule, optimizer, steps_per_epoch,
+                              run.epochs)
+    total = steps_per_epoch * run.epochs
+    group = optimizer.param_groups[0]
+    if type(schedule) is LambdaLR and len(schedule.lr_lambdas) == 1:
+        base, factor = schedule.base_lrs[0], schedule.lr_lambdas[0]
+        return [group["lr"]] + [base * factor(s) for s in range(1, total)]
+    fixed = {k: v for k, v in group.items() if k not in SCHEDULED and k != "params"}
+    table = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+        for _ in range(total):
+            table.append(float(group["lr"]))
+            schedule.step()
+            if any(group.get(k) != v for k, v in fixed.items()):
+                return f"schedule '{run.schedule}' changes optimizer settings besides the LR"
+    return table
+
+
+def plan_group(runs: list[Run], registry: Registry, data, batch_size: int,
+               device: torch.device) -> Plan | str:
+    """Check a group and gather what its members need; a string says why not."""
+    if len(runs) < 2:
+        return "a group of one run gains nothing from vmap"
+    described = [optimizer_kind(registry, run) for run in runs]
+    for d in described:
+        if isinstance(d, str):
+            return d
+    kinds = {d[0] for d in described}
+    if len(kinds) != 1:
+        return "the runs' optimizers differ in structure"
+    steps_per_epoch = math.ceil(len(data.train[1]) / batch_size)
+    tables = []
+    for run in runs:
+        table = lr_table(registry, run, steps_per_epoch)
+        if isinstance(table, str):
+            return table
+        tables.append(table)
+    run = runs[0]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        probe = registry.build("model", run.model, data.input_shape, data.num_classes)
+    probe = probe.to(device)
+    updates, stochastic = inspect_model(probe, data.train[0][:batch_size])
+    if updates:
+        return "the model updates buffers in training (BatchNorm running statistics)"
+    x, y = data.train[0][:batch_size], data.train[1][:batch_size]
+    loss_fn = registry.build("loss", run.loss, data.num_classes)
+    failure = check_vmap(probe, loss_fn, x, y, stochastic)
+    if failure is not None:
+        return failure
+    augmented = any(spec.name != "none" for spec in run.augment)
+    return Plan(list(runs), kinds.pop(), [d[1] for d in described], tables, steps_per_epoch,
+                stochastic, augmented)

@@ -1,0 +1,218 @@
+"""Training a planned group of runs at once, each member as :func:`lrlab.engine.train`
+would train it alone.
+
+Every member is seeded as the local executor seeds a run (``torch.manual_seed(seed)``
+before its model is built, its own generator for its batch order), so its initial
+weights and its batches are the same; its gradients come from one ``vmap`` over the
+group and its update from the batched optimizer, at its own learning rate from its own
+schedule. After each epoch every member is evaluated clean, its history row written and
+its stopper asked; a member that diverges, is stopped or runs out of epochs is done:
+its test split is evaluated and its result handed back while the others go on.
+
+Finished members stay in the tensors (zeroed, learning rate 0) until a quarter of the
+rows are finished; then the tensors are compacted, so a step never carries much dead
+weight and the step function is not re-traced for every member that stops.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from lrlab.config import Run
+from lrlab.engine import Trained, build_augment
+from lrlab.vectorized.optim import BatchedOptimizer
+from lrlab.vectorized.plan import Plan
+from lrlab.vectorized.stacked import StackedModel
+
+
+@dataclass
+class Member:
+    """One run inside a group, and its record so far."""
+
+    run: Run
+    lrs: list[float]  # the LR of each of its steps
+    stopper: Any
+    gen: torch.Generator  # its batch order, seeded as the local executor seeds it
+    history: list[dict[str, float]] = field(default_factory=list)
+    start_loss: float = math.nan
+    best: torch.Tensor | None = None  # parameters of the stopper's best epoch
+    stopped_by: str | None = None
+    restored: int | None = None  # the epoch whose weights were tested
+    error: str = ""
+    wall_s: float = 0.0  # its share of the group's wall time
+
+
+@dataclass
+class Finished:
+    """A member's outcome: what :func:`lrlab.engine.train` would have returned, or an error."""
+
+    run: Run
+    trained: Trained | None
+    wall_s: float
+    error: str = ""
+
+
+class Clock:
+    """Shares the group's wall time among the members that were training."""
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+
+    def charge(self, members: list[Member]) -> None:
+        now = time.perf_counter()
+        share = (now - self.last) / max(1, len(members))
+        self.last = now
+        for m in members:
+            m.wall_s += share
+
+
+def train_group(plan: Plan, context) -> Iterator[Finished]:
+    """Train the runs of ``plan`` together; yield each member's outcome as it finishes."""
+    settings, registry = context.settings, context.registry
+    device = settings.device
+    data = context.data(plan.runs[0])
+    x_train, y_train = data.train
+    n, batch, spe = len(y_train), plan.runs[0].batch_size, plan.steps_per_epoch
+    clock = Clock()
+
+    members, models, hypers = [], [], []
+    for run, table, hyper in zip(plan.runs, plan.lr_tables, plan.hypers, strict=True):
+        try:
+            context.run_start(run)
+        except Exception:
+            yield Finished(run, None, 0.0, traceback.format_exc())
+            continue
+        torch.manual_seed(run.seed)  # initialization, as engine.train does
+        gen = torch.Generator(device=device).manual_seed(run.seed)  # batch order
+        models.append(registry.build("model", run.model, data.input_shape,
+                                     data.num_classes).to(device))
+        members.append(Member(run, table, registry.build("stopper", run.stopper), gen))
+        hypers.append(hyper)
+    if not members:
+        return
+    loss_fn = registry.build("loss", plan.runs[0].loss, data.num_classes)
+    augment = build_augment(registry, plan.runs[0], data.input_shape)
+    stacked = StackedModel(models, loss_fn, stochastic=plan.stochastic, amp=settings.amp,
+                           compile=settings.compile)
+    del models
+    optimizer = BatchedOptimizer(plan.kind, hypers, device)
+    steps = max(len(m.lrs) for m in members)
+    lr_table = torch.tensor([m.lrs + [0.0] * (steps - len(m.lrs)) for m in members],
+                            dtype=torch.float64, device=device)
+    slots: list[Member | None] = list(members)  # row -> member (None: finished)
+    chunk = max(1, settings.eval_batch_size // len(members))
+    arange = torch.arange(n, device=device)
+
+    def clean_metrics(rows: list[int]) -> list[dict[str, float]]:
+        if len(rows) == stacked.width:
+            flat, buffers = stacked.flat, stacked.buffers
+        else:
+            index = torch.tensor(rows, device=device)
+            flat, buffers = stacked.flat[index], {k: b[index] for k, b in stacked.buffers.items()}
+        train_loss, train_acc = stacked.evaluate(flat, buffers, *data.train, chunk)
+        val_loss, val_acc = stacked.evaluate(flat, buffers, *data.val, chunk)
+        return [{"train_loss": train_loss[i], "train_acc": train_acc[i],
+                 "val_loss": val_loss[i], "val_acc": val_acc[i]} for i in range(len(rows))]
+
+    for m, metrics in zip(members, clean_metrics(list(range(len(members)))), strict=True):
+        m.history.append({"epoch": 0, "lr": m.lrs[0], **metrics, "wall_s": 0.0})
+        m.start_loss = metrics["train_loss"]
+    clock.charge(members)
+
+    def end_of_epoch(m: Member, row: int, epoch: int, metrics: dict[str, float]) -> bool:
+        """Record the epoch as engine.train does; True when the member is done."""
+        if not math.isfinite(metrics["train_loss"]) or \
+                metrics["train_loss"] > settings.diverge_factor * m.start_loss:
+            m.stopped_by = "diverged"  # a diverged run stops at once; its record is final
+            return True
+        try:
+            stop = m.stopper.update(epoch, metrics)
+            if m.stopper.restore_best and m.stopper.best_epoch == epoch:
+                m.best = stacked.flat[row].clone()
+            if context.epoch_end(m.run, epoch, metrics):
+                m.stopped_by = "plugin"
+                return True
+        except Exception:
+            m.error = traceback.format_exc()
+            return True
+        if stop:
+            m.stopped_by = "stopper"
+            return True
+        return epoch == m.run.epochs
+
+    for epoch in range(1, max(m.run.epochs for m in members) + 1):
+        live = [row for row, m in enumerate(slots) if m is not None]
+        if not live or context.stop_requested:
+            return
+        orders = torch.stack([torch.randperm(n, generator=m.gen, device=device)
+                              if m is not None else arange for m in slots])
+        lrs = lr_table[:, (epoch - 1) * spe:epoch * spe]
+        for step in range(spe):
+            idx = orders[:, step * batch:(step + 1) * batch]
+            xb, yb = x_train[idx], y_train[idx]
+            if augment is not None:
+                xb = augment(xb.flatten(0, 1)).reshape(xb.shape)
+            optimizer.step(stacked.flat, stacked.grads(xb, yb), lrs[:, step:step + 1])
+
+        measured = clean_metrics(live)
+        clock.charge([slots[row] for row in live])
+        done = []
+        for row, metrics in zip(live, measured, strict=True):
+            m = slots[row]
+            metrics = {"lr": m.lrs[epoch * spe - 1], **metrics}
+            m.history.append({"epoch": epoch, **metrics, "wall_s": m.wall_s})
+            if end_of_epoch(m, row, epoch, metrics):
+                done.append(row)
+        if not done:
+            continue
+
+        yield from finish([slots[r] for r in done], done, stacked, data, chunk, clock)
+        index = torch.tensor(done, device=device)
+        with torch.no_grad():
+            stacked.flat[index] = 0
+            optimizer.clear(index)
+            lr_table[index] = 0
+        for row in done:
+            slots[row] = None
+        finished = sum(m is None for m in slots)
+        if finished * 4 >= len(slots) and finished < len(slots):
+            keep = [row for row, m in enumerate(slots) if m is not None]
+            index = torch.tensor(keep, device=device)
+            stacked.select(index)
+            optimizer.select(index)
+            lr_table = lr_table[index]
+            slots = [slots[row] for row in keep]
+
+
+def finish(members: list[Member], rows: list[int], stacked: StackedModel, data, chunk: int,
+           clock: Clock) -> Iterator[Finished]:
+    """Evaluate the test split for members that are done (at the restored epoch when the
+    stopper restores) and hand back their outcomes."""
+    tested = [(m, row) for m, row in zip(members, rows, strict=True) if not m.error]
+    results: dict[int, tuple[float, float]] = {}
+    if tested:
+        restore = [m.stopper.restore_best and m.best is not None and m.stopped_by != "diverged"
+                   for m, _ in tested]
+        flat = torch.stack([m.best if r else stacked.flat[row]
+                            for (m, row), r in zip(tested, restore, strict=True)])
+        index = torch.tensor([row for _, row in tested], device=flat.device)
+        buffers = {k: b[index] for k, b in stacked.buffers.items()}
+        losses, accs = stacked.evaluate(flat, buffers, *data.test, chunk)
+        for i, (m, _) in enumerate(tested):
+            results[id(m)] = (losses[i], accs[i])
+            m.restored = m.stopper.best_epoch if restore[i] else None
+    clock.charge(members)
+    for m in members:
+        if m.error:
+            yield Finished(m.run, None, m.wall_s, m.error)
+            continue
+        test_loss, test_acc = results[id(m)]
+        yield Finished(m.run, Trained(m.history, test_loss, test_acc, m.restored, m.stopped_by),
+                       m.wall_s)

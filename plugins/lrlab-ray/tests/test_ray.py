@@ -1,0 +1,170 @@
+"""lrlab-ray: discovered through its entry point; a real Ray cluster gives the local
+executor's answers, stores results as they arrive, survives errors and crashes, honours -x.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from importlib.metadata import entry_points
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import lrlab_ray
+from lrlab.cli import app
+from lrlab.plugins import load_plugins
+from lrlab.sweep import run_sweep
+from lrlab.testing import entry_point, run_tiny_sweep
+from lrlab_ray.worker import HostSpec, LocalFile, build_host, host_spec, worker_device
+
+LOCAL_PLUGIN = "def lrlab_register_models(register):\n    register('{name}', {name})\n\n\n" \
+               "def {name}(input_shape, num_classes):\n    '''A model.'''\n"
+
+
+def test_discovered_through_the_real_entry_point():
+    assert "ray" in {ep.name for ep in entry_points(group="lrlab")}
+    assert entry_point("ray").load() is lrlab_ray
+    host = load_plugins()  # only what is installed
+    info = host.info["ray"]
+    assert (info.source, info.version) == ("entry point", lrlab_ray.__version__)
+    assert info.registered == ["executor:ray"]
+    assert host.registry.get("executor", "ray").plugin == "ray"
+    listed = CliRunner().invoke(app, ["list", "executor"])
+    assert listed.exit_code == 0, listed.output
+    assert "ray(address=''" in listed.output
+
+
+def test_loading_the_plugin_does_not_import_ray():
+    # lrlab loads every installed plugin on every sweep: only the ray executor pays for Ray
+    code = ("import sys; from lrlab.plugins import load_plugins; h = load_plugins(); "
+            "assert 'executor:ray' in h.info['ray'].registered; "
+            "assert 'ray' not in sys.modules, 'importing lrlab_ray imported ray'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+# -- the worker's plugin host (no Ray needed) ---------------------------------------------
+
+
+class ApiPlugin:
+    __name__ = "api-plugin"
+
+    def lrlab_run_start(self, run):
+        pass
+
+
+def test_a_worker_loads_the_drivers_plugins(tmp_path, monkeypatch):
+    (tmp_path / "ray_test_pmod.py").write_text(LOCAL_PLUGIN.format(name="from_p"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "lrlab_plugins.py").write_text(LOCAL_PLUGIN.format(name="from_local"))
+    driver = load_plugins(["ray_test_pmod", "no:builtin.vectorized"], local_dirs=[local],
+                          plugins=[ApiPlugin()])
+    spec = host_spec(driver)
+    assert spec.modules == ("ray_test_pmod",)
+    assert spec.local_files == (LocalFile(str(local), (local / "lrlab_plugins.py")
+                                          .read_text()),)
+    assert "builtin.vectorized" in spec.blocked
+    assert "ray" in spec.entry_points
+    assert spec.skipped == ("api-plugin",)
+    worker = build_host(spec)
+    assert set(worker.info) == set(driver.info) - {"api-plugin"}
+    assert worker.registry.names("model") == driver.registry.names("model")
+    assert {"from_p", "from_local"} <= set(worker.registry.names("model"))
+    assert "vectorized" not in worker.registry.names("executor")
+
+
+def test_a_local_plugin_file_reaches_a_node_without_its_folder():
+    source = LOCAL_PLUGIN.format(name="shipped")
+    spec = HostSpec(local_files=(LocalFile("/nowhere/on/this/node", source),))
+    assert "shipped" in build_host(spec).registry.names("model")
+
+
+def test_device_auto_is_cpu_unless_the_task_has_a_gpu():
+    config = type("Config", (), {"device": "auto"})()
+    assert worker_device(config, gpus=0) == torch.device("cpu")
+
+
+# -- sweeps on a real Ray cluster ----------------------------------------------------------
+
+GRID = {"lr": [0.01, 0.1, 1.0], "epochs": 2, "augment": "none"}
+
+
+def test_same_runs_and_histories_as_the_local_executor(ray_cluster, tmp_path):
+    local = run_tiny_sweep(out=tmp_path, name="local", **GRID)
+    on_ray = run_tiny_sweep(out=tmp_path, name="ray", executor="ray", **GRID)
+    assert list(on_ray.runs["run_id"]) == list(local.runs["run_id"])
+    assert list(on_ray.runs["error"]) == [""] * 3, on_ray.runs["error"].tolist()
+    assert set(on_ray.runs["device"]) == {"cpu"}
+    same = [c for c in local.runs.columns if c != "wall_s"]  # key (resume) included
+    pd.testing.assert_frame_equal(on_ray.runs[same], local.runs[same])
+
+    def history(result):
+        rows = result.history.drop(columns="wall_s")
+        return rows.sort_values(["run_id", "epoch"]).reset_index(drop=True)
+
+    assert len(history(local)) == 3 * 3  # epochs 0 (untrained), 1, 2
+    pd.testing.assert_frame_equal(history(on_ray), history(local), check_exact=True)
+
+
+class DiskWatcher:
+    """Records, at each lrlab_run_end (in the driver), which runs are already on disk."""
+
+    __name__ = "disk-watcher"
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.seen = []
+
+    def lrlab_run_end(self, run, result):
+        path = self.folder / "runs.parquet"  # written (empty) when the sweep starts
+        stored = pd.read_parquet(path) if path.exists() else pd.DataFrame()
+        stored = list(stored["model"]) if "model" in stored else []
+        self.seen.append((str(run.model), stored, time.monotonic()))
+
+
+def test_each_result_is_stored_as_it_arrives_not_in_submission_order(ray_cluster, sweepdir):
+    watcher = DiskWatcher(sweepdir / "out" / "arrive")
+    run_sweep(sweepdir / "sweep.toml", plugins=[watcher], model=["slow(seconds=4)",
+              "here_linear"], out=str(sweepdir / "out"), name="arrive", report=False)
+    (first, on_disk_1, t1), (second, on_disk_2, t2) = watcher.seen
+    # slow was submitted first; here_linear finished first and came back first
+    assert (first, second) == ("here_linear", "slow(seconds=4)")
+    assert on_disk_1 == [] and on_disk_2 == ["here_linear"]
+    assert t2 - t1 > 1.0, "the first result waited for the slow one"
+
+
+def test_errors_and_crashes_become_error_runs_and_local_plugins_reach_workers(
+        ray_cluster, sweepdir):
+    result = run_sweep(sweepdir / "sweep.toml", out=str(sweepdir / "out"), report=False)
+    runs = result.runs.set_index("model")
+    assert sorted(runs.index) == ["boom", "crash", "here_linear"]
+    assert runs.loc["here_linear", "error"] == ""
+    assert runs.loc["here_linear", "val_acc"] > 0.5  # it trained: the local model reached
+    assert "boom from the local lrlab_plugins.py" in runs.loc["boom", "error"]
+    assert "died" in runs.loc["crash", "error"]
+    assert list(runs.loc[["boom", "crash"], "verdict"]) == ["error", "error"]
+    # lrlab_run_start of the local plugin file ran in a Ray worker, not in this process
+    marker = sweepdir / f"started-{runs.loc['here_linear', 'run_id']}.pid"
+    assert int(marker.read_text()) != os.getpid()
+
+
+def test_exitfirst_cancels_the_runs_not_finished(ray_cluster, sweepdir):
+    start = time.monotonic()
+    result = run_sweep(sweepdir / "sweep.toml", model=["boom", "slow(seconds=4)"],
+                       lr=[0.01, 0.1, 1.0], out=str(sweepdir / "out"), name="x",
+                       exitfirst=True, report=False)
+    assert "error" in set(result.runs["verdict"])
+    assert len(result.runs) < 6, result.runs[["run_id", "verdict"]]
+    # three slow runs on two CPUs would take 8 s or more
+    assert time.monotonic() - start < 8.0
+
+
+@pytest.mark.parametrize("gpus_per_run", [0.0, 0.5])
+def test_the_factory_takes_its_parameters(gpus_per_run):
+    executor = lrlab_ray.ray(address="auto", gpus_per_run=gpus_per_run)
+    assert (executor.address, executor.gpus_per_run) == ("auto", gpus_per_run)

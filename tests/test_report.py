@@ -1,0 +1,421 @@
+"""The HTML report: its structure, its numbers, escaping, plugin sections, scale, side effects."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+from PIL import Image
+
+import lrlab
+from lrlab import hookimpl
+from lrlab.plugins import load_plugins
+from lrlab.report import Section, write_report
+from lrlab.report.analysis import hint
+from lrlab.report.synthetic import synthetic_tables, write_synthetic
+from lrlab.results import load_results
+
+FIGURES = ["lr-sensitivity", "learning-curves", "gap-heatmap", "augmentation",
+           "early-stopping", "lr-schedule"]
+XSS = "<script>alert(1)</script>"
+FLAGGED_ORDER = ["overfit", "diverged", "underfit", "error"]
+
+# -- a tiny DOM over the standard library's parser ------------------------------------------
+
+VOID = {"img", "meta", "br", "hr", "input", "link", "col", "source", "wbr"}
+
+
+class Node:
+    def __init__(self, tag: str, attrs: dict[str, str], parent: Node | None) -> None:
+        self.tag, self.attrs, self.parent, self.children = tag, attrs, parent, []
+
+    def text(self) -> str:
+        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
+
+    def iter(self, tag: str | None = None):
+        for c in self.children:
+            if isinstance(c, Node):
+                if tag is None or c.tag == tag:
+                    yield c
+                yield from c.iter(tag)
+
+    def find(self, tag: str | None = None, **attrs: str) -> Node | None:
+        return next(self.find_all(tag, **attrs), None)
+
+    def find_all(self, tag: str | None = None, **attrs: str):
+        for n in self.iter(tag):
+            if all(n.attrs.get(k.replace("_", "-")) == v for k, v in attrs.items()):
+                yield n
+
+
+class TreeBuilder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = self.cur = Node("#root", {}, None)
+
+    def handle_starttag(self, tag, attrs):
+        node = Node(tag, {k: v or "" for k, v in attrs}, self.cur)
+        self.cur.children.append(node)
+        if tag not in VOID:
+            self.cur = node
+
+    def handle_endtag(self, tag):
+        node = self.cur
+        while node is not None and node.tag != tag:
+            node = node.parent
+        if node is not None and node.parent is not None:
+            self.cur = node.parent
+
+    def handle_data(self, data):
+        self.cur.children.append(data)
+
+
+def parse(path: Path) -> Node:
+    builder = TreeBuilder()
+    builder.feed(path.read_text(encoding="utf-8"))
+    return builder.root
+
+
+def table_rows(dom: Node, table_id: str) -> list[Node]:
+    table = dom.find("table", id=table_id)
+    assert table is not None, f"table #{table_id} missing"
+    body = table.find("tbody")
+    return list(body.iter("tr"))
+
+
+def cells(row: Node) -> list[str]:
+    return [td.text().strip() for td in row.iter("td")]
+
+
+def png_size(img: Node) -> tuple[int, int]:
+    src = img.attrs["src"]
+    assert src.startswith("data:image/png;base64,"), src[:40]
+    return Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).size
+
+
+# -- plugins used by the tests ---------------------------------------------------------------
+
+
+class SectionsA:
+    """Adds two sections; its html is trusted markup."""
+
+    @hookimpl
+    def lrlab_report_sections(self, runs, history, manifest):
+        return [Section("Alpha one", f"<p class='alpha'>{len(runs)} runs</p>"),
+                Section("Alpha two", "<p class='alpha2'>second</p>")]
+
+
+class SectionsB:
+    """Asks only for the runs table, returns one section."""
+
+    @hookimpl
+    def lrlab_report_sections(self, runs):
+        return [Section("Beta", "<p class='beta'>beta</p>")]
+
+
+class FailOneRun:
+    """Makes the lr=10, augment=noise run raise, so the sweep has an error run."""
+
+    @hookimpl
+    def lrlab_run_start(self, run):
+        if run.lr == 10.0 and str(run.augment[0]) == "noise":
+            raise RuntimeError("made-up failure in run_start")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A real tiny sweep with every verdict and every figure: 3 LRs x 2 augmentations,
+    a stopper, a cosine schedule; a low gap threshold so the good LR overfits."""
+    out = tmp_path_factory.mktemp("reports")
+    result = lrlab.run_sweep(out=out, name="structure", lr=[0.001, 0.1, 10.0], epochs=5,
+                             augment=["none", "noise"], stopper="patience(patience=1)",
+                             schedule="cosine", thresholds={"overfit_gap_acc": 0.005},
+                             plugins=[SectionsA(), SectionsB(), FailOneRun()])
+    counts = result.counts
+    assert all(counts.get(v) for v in ("ok", "overfit", "underfit", "diverged", "error")) or \
+        all(counts.get(v) for v in ("overfit", "underfit", "diverged", "error")), counts
+    return result
+
+
+@pytest.fixture(scope="module")
+def dom(sweep):
+    return parse(sweep.folder / "index.html")
+
+
+# -- structure -------------------------------------------------------------------------------
+
+
+def test_sweep_writes_report_with_every_section(sweep, dom):
+    assert (sweep.folder / "index.html").is_file()
+    for sid in ("summary", "flagged", "figures", "runs", "plugins"):
+        assert dom.find("section", id=sid) is not None, f"section #{sid} missing"
+    assert "structure" in dom.find("title").text()
+
+
+def test_every_figure_is_drawn_with_title_caption_and_decodable_png(dom):
+    for key in FIGURES:
+        fig = dom.find("figure", id=f"fig-{key}")
+        assert fig is not None, f"figure {key} missing"
+        assert fig.attrs["data-shown"] == "yes", fig.text()
+        assert fig.find("h3").text().strip()
+        assert len(fig.find("figcaption").text()) > 60  # a sentence saying how to read it
+        img = fig.find("img")
+        assert img.attrs["alt"]
+        width, height = png_size(img)
+        assert width > 300 and height > 150
+
+
+def test_summary_counts_verdicts_and_names_best_config_with_its_test_metric(sweep, dom):
+    runs = sweep.runs
+    for v in lrlab.verdicts.VERDICTS:
+        box = dom.find("div", data_verdict=v)
+        assert box.find("span").text() == str(int((runs["verdict"] == v).sum()))
+    learned = runs[runs["verdict"] != "error"]
+    best = learned.loc[learned["val_acc"].idxmax()]  # one seed: the best run is the config
+    block = dom.find("div", id="best").text()
+    assert f"{best['val_acc']:.3f}" in block and f"{best['test_acc']:.3f}" in block
+    assert f"lr={best['lr']:.3g}" in block
+    summary = dom.find("section", id="summary").text()
+    for needle in ("Sweep settings", "Environment", "device", "versions", "command line",
+                   "torch", "patience(patience=1)"):
+        assert needle in summary
+
+
+def test_test_metrics_appear_only_for_the_chosen_configuration(sweep, dom):
+    headers = [th.text() for th in dom.find("table", id="runs-table").iter("th")]
+    assert not any("test" in h for h in headers)
+    assert "val acc" in headers
+
+
+def test_flagged_table_lists_every_flagged_run_with_its_numbers_and_a_hint(sweep, dom):
+    ordered = table_rows(dom, "flagged-table")
+    order = [FLAGGED_ORDER.index(r.attrs["data-verdict"]) for r in ordered]
+    assert order == sorted(order)  # overfit first, then diverged, underfit, error
+    gaps = [float(cells(r)[3].replace("−", "-")) for r in ordered
+            if r.attrs["data-verdict"] == "overfit"]
+    assert gaps == sorted(gaps, reverse=True)  # by how much they overfit
+    rows = {cells(r)[1]: r for r in ordered}
+    flagged = sweep.runs[sweep.runs["verdict"] != "ok"]
+    assert set(rows) == set(flagged["run_id"])
+    for run in flagged.to_dict("records"):
+        row = rows[run["run_id"]]
+        assert row.attrs["class"] == f"r-{run['verdict']}"  # coloured by verdict
+        text = cells(row)
+        hint_cell = text[-1]
+        assert hint_cell, run["run_id"]
+        if run["verdict"] == "error":
+            assert "made-up failure" in hint_cell
+            continue
+        assert text[2] == f"{run['lr']:.3g}"
+        gap = run["gap_acc"]
+        assert text[3] in (f"{gap:+.3f}".replace("-", "−"), "0.000")
+        assert text[5].startswith(f"{run['best_epoch']} / {run['epochs_run']} of 5")
+        if run["verdict"] == "diverged":
+            assert text[6] == f"epoch {run['epochs_run']}: {run['train_loss']:.3g}"
+            assert "lower the LR" in hint_cell
+        if run["verdict"] == "underfit":
+            assert "raise the LR" in hint_cell and f"{run['best_train_acc']:.3f}" in hint_cell
+        if run["verdict"] == "overfit":
+            assert "stop earlier" in hint_cell or "gap" in hint_cell
+
+
+def test_all_runs_table_is_sorted_by_validation_accuracy(sweep, dom):
+    table = dom.find("table", id="runs-table")
+    headers = [th.text() for th in table.iter("th")]
+    col = headers.index("val acc")
+    rows = table_rows(dom, "runs-table")
+    assert len(rows) == len(sweep.runs)
+    values = [list(r.iter("td"))[col].attrs["data-v"] for r in rows]
+    numbers = [float(v) for v in values if v != ""]
+    assert numbers == sorted(numbers, reverse=True)
+    assert values[len(numbers):] == [""] * (len(values) - len(numbers))  # failed runs last
+    assert "sortable" in table.attrs["class"]
+
+
+def test_plugin_sections_in_hook_order_each_under_its_plugin(sweep, dom):
+    groups = [g for g in dom.find("section", id="plugins").find_all("div", **{"class": "plugin"})
+              if g.attrs["data-plugin"].startswith("Sections")]  # installed plugins may add more
+    names = [g.attrs["data-plugin"] for g in groups]
+    assert names == ["SectionsB-1", "SectionsA-0"]  # pluggy's order: the last registered first
+    titles = [[h.text() for h in g.iter("h3")] for g in groups]
+    assert titles == [["Beta"], ["Alpha one", "Alpha two"]]
+    assert groups[1].find("p", **{"class": "alpha"}).text() == f"{len(sweep.runs)} runs"
+
+
+# -- plugin contract -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stored(tmp_path):
+    return write_synthetic(tmp_path / "sweep", lrs=[1e-3, 0.1, 10.0], epochs=(8,))
+
+
+def test_a_failing_section_hook_is_a_plugin_error_naming_the_plugin(stored):
+    class Broken:
+        @hookimpl
+        def lrlab_report_sections(self, runs):
+            raise ValueError("boom")
+
+    with pytest.raises(lrlab.PluginError, match="'broken-plugin'.*lrlab_report_sections.*boom"):
+        host = load_plugins(use_entry_points=False)
+        host.pm.register(Broken(), name="broken-plugin")
+        write_report(stored, plugins=host)
+    assert not (stored / "index.html").exists()
+
+
+def test_a_section_hook_returning_junk_is_a_plugin_error(stored):
+    class Junk:
+        @hookimpl
+        def lrlab_report_sections(self):
+            return ["<p>not a Section</p>"]
+
+    host = load_plugins(use_entry_points=False)
+    host.pm.register(Junk(), name="junk")
+    with pytest.raises(lrlab.PluginError, match="'junk'.*Section"):
+        write_report(stored, plugins=host)
+
+
+def test_plugins_none_loads_the_default_plugins(stored):
+    path = write_report(stored)
+    assert path == stored / "index.html" and path.is_file()
+
+
+# -- escaping --------------------------------------------------------------------------------
+
+
+def test_names_ids_flags_and_plugin_titles_are_escaped(tmp_path):
+    runs, history = synthetic_tables(lrs=[1e-3, 0.1, 10.0], epochs=(8,))
+    runs.loc[0, "run_id"] = XSS
+    history.loc[history["run_id"] == history["run_id"].iloc[0], "run_id"] = XSS
+    runs["flags"] = runs["flags"] + "; " + XSS
+    runs.loc[1, "augment"] = XSS
+    folder = tmp_path / "x"
+    folder.mkdir()
+    lrlab.results.atomic_write_parquet(runs, folder / "runs.parquet")
+    lrlab.results.atomic_write_parquet(history, folder / "history.parquet")
+    manifest = {"name": XSS, "command_line": XSS, "notes": [XSS]}
+    lrlab.results.atomic_write_text(folder / "manifest.json", json.dumps(manifest))
+
+    class Evil:
+        @hookimpl
+        def lrlab_report_sections(self):
+            return [Section(XSS, "<b class='trusted'>trusted</b>")]
+
+    host = load_plugins(use_entry_points=False)
+    host.pm.register(Evil(), name=XSS)
+    page = write_report(folder, plugins=host).read_text(encoding="utf-8")
+    assert XSS not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<b class='trusted'>trusted</b>" in page  # a plugin's html is trusted markup
+    dom = parse(folder / "index.html")
+    assert dom.find("title").text() == f"lrlab report · {XSS}"
+    assert not [s for s in dom.iter("script") if "alert" in s.text()]
+
+
+# -- figures that do not apply ---------------------------------------------------------------
+
+
+def test_figures_that_do_not_apply_say_why(tmp_path):
+    folder = write_synthetic(tmp_path / "plain", lrs=[1e-3, 0.1, 10.0], augments=("none",),
+                             epochs=(10,))
+    dom = parse(write_report(folder, plugins=load_plugins(use_entry_points=False)))
+    why = {key: dom.find("figure", id=f"fig-{key}") for key in FIGURES}
+    for key in ("augmentation", "early-stopping", "lr-schedule"):
+        assert why[key].attrs["data-shown"] == "no"
+        assert why[key].find("img") is None
+    assert "one augmentation" in why["augmentation"].text()
+    assert "no early stopping" in why["early-stopping"].text()
+    assert "constant learning rate" in why["lr-schedule"].text()
+    for key in ("lr-sensitivity", "learning-curves", "gap-heatmap"):
+        assert why[key].attrs["data-shown"] == "yes"
+
+
+# -- scale -----------------------------------------------------------------------------------
+
+
+def test_a_200_run_sweep_gives_capped_facets_and_every_run(tmp_path, capsys):
+    lrs = [float(v) for v in np.logspace(-4, 1, 10)]
+    folder = write_synthetic(tmp_path / "big", lrs=lrs, epochs=(20, 40), seeds=5)
+    host = load_plugins(use_entry_points=False)
+    start, cpu = time.perf_counter(), time.process_time()
+    path = write_report(folder, plugins=host)
+    took, cpu = time.perf_counter() - start, time.process_time() - cpu
+    with capsys.disabled():  # a number to quote, not to assert: the box is shared
+        print(f"\n[report] 200-run report built in {took:.2f} s wall, {cpu:.2f} s CPU")
+    dom = parse(path)
+    assert len(table_rows(dom, "runs-table")) == 200
+    curves = dom.find("figure", id="fig-learning-curves")
+    assert "Showing 6 of 10 learning rates" in curves.find("figcaption").text()
+    for key in ("lr-sensitivity", "learning-curves", "gap-heatmap", "augmentation"):
+        width, height = png_size(dom.find("figure", id=f"fig-{key}").find("img"))
+        assert width <= 1300 and height <= 1400, (key, width, height)
+    flagged = table_rows(dom, "flagged-table")
+    runs, _, _ = load_results(folder)
+    assert len(flagged) == int((runs["verdict"] != "ok").sum())
+    assert path.stat().st_size < 3_000_000
+
+
+# -- side effects ----------------------------------------------------------------------------
+
+
+def test_report_writes_only_index_html_in_its_folder(tmp_path, monkeypatch):
+    folder = write_synthetic(tmp_path / "sweep", lrs=[1e-3, 0.1], epochs=(6,),
+                             stoppers=("none", "patience"), schedules=("constant", "cosine"))
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    backend, rc = matplotlib.get_backend(), dict(matplotlib.rcParams)
+    write_report(folder, plugins=load_plugins(use_entry_points=False))
+    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    assert set(after) - set(before) == {folder / "index.html"}
+    assert all(after[p] == t for p, t in before.items())  # the tables are left untouched
+    assert not any(elsewhere.iterdir())
+    assert matplotlib.get_backend() == backend
+    changed = [k for k, v in matplotlib.rcParams.items() if rc.get(k) != v
+               and not (isinstance(v, float) and math.isnan(v))]
+    assert changed == []
+
+
+def test_report_of_a_sweep_with_no_finished_runs_still_renders(tmp_path):
+    folder = write_synthetic(tmp_path / "failed", lrs=[0.1], epochs=(3,), augments=("none",),
+                             errors=1)
+    dom = parse(write_report(folder, plugins=load_plugins(use_entry_points=False)))
+    assert dom.find("div", data_verdict="error").find("span").text() == "1"
+    assert len(table_rows(dom, "flagged-table")) == 1
+
+
+def test_missing_results_is_a_usage_error(tmp_path):
+    with pytest.raises(lrlab.UsageError, match="no sweep results"):
+        write_report(tmp_path)
+
+
+# -- hints -----------------------------------------------------------------------------------
+
+
+def _row(**kw):
+    base = {"verdict": "ok", "lr": 0.1, "best_lr": 0.1, "epochs_run": 30, "epochs": 30,
+            "best_epoch": 30, "train_loss": 0.1, "best_train_acc": 0.9, "gap_acc": 0.0,
+            "augment": "none", "stopper": "none"}
+    return {**base, **kw}
+
+
+def test_hints_follow_the_numbers():
+    assert hint(_row(verdict="overfit", best_epoch=7, gap_acc=0.2)) == \
+        "val loss bottomed at epoch 7 of 30: stop earlier (--stopper patience) or augment"
+    assert "augment" in hint(_row(verdict="overfit", best_epoch=30, gap_acc=0.2))
+    assert hint(_row(verdict="diverged", lr=1.0, epochs_run=2, train_loss=math.inf)) == \
+        "diverged at lr 1 in epoch 2 (train loss ∞): lower the LR (lr 0.1 did best)"
+    assert hint(_row(verdict="underfit", lr=1e-4, best_train_acc=0.19, epochs_run=40)) == \
+        "train acc 0.190 after 40 epochs at lr 0.0001: raise the LR (lr 0.1 did best) or " \
+        "train longer"
+    assert "lower the LR" in hint(_row(verdict="underfit", lr=1.0))
+    assert "train longer" in hint(_row(verdict="underfit", lr=0.1))

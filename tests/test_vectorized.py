@@ -1,0 +1,265 @@
+"""The vectorized executor gives each run the local executor's history; auto picks it only
+where it does; groups vmap cannot serve fall back to the local executor and say so once."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import lrlab
+from lrlab import hookimpl
+from lrlab.builtin.vectorized import VectorizedExecutor
+from lrlab.config import build_config, expand
+from lrlab.plugins import load_plugins
+from lrlab.registry import Spec
+from lrlab.vectorized import trainer
+from lrlab.vectorized.optim import BatchedOptimizer, describe
+from lrlab.vectorized.plan import lr_table
+from lrlab.vectorized.stacked import StackedModel
+
+TINY = dict(dataset="digits", model="mlp(width=32)", augment="none", epochs=3,
+            batch_size=64, report=False)
+METRICS = ["train_loss", "train_acc", "val_loss", "val_acc"]
+
+
+def both(out, **kw):
+    """The same sweep on the local and on the vectorized executor."""
+    args = {**TINY, **kw}
+    local = lrlab.run_sweep(out=out / "local", executor="local", **args)
+    vect = lrlab.run_sweep(out=out / "vect", executor="vectorized", **args)
+    return local, vect
+
+
+def assert_same_histories(local, vect):
+    a = local.history.sort_values(["run_id", "epoch"]).reset_index(drop=True)
+    b = vect.history.sort_values(["run_id", "epoch"]).reset_index(drop=True)
+    assert list(a.run_id) == list(b.run_id) and list(a.epoch) == list(b.epoch)
+    assert np.array_equal(a.lr.values, b.lr.values)
+    for col in ("train_loss", "val_loss"):
+        np.testing.assert_allclose(b[col], a[col], rtol=1e-4, atol=1e-5, err_msg=col)
+    for col in ("train_acc", "val_acc"):  # a near-tie may flip one sample's argmax
+        np.testing.assert_allclose(b[col], a[col], atol=2.5e-3, err_msg=col)
+    ra, rb = local.runs.set_index("run_id"), vect.runs.set_index("run_id").loc[local.runs.run_id]
+    assert list(ra.stopped_by) == list(rb.stopped_by)
+    assert list(ra.restored_epoch) == list(rb.restored_epoch)
+    assert list(ra.verdict) == list(rb.verdict)
+    np.testing.assert_allclose(rb.test_loss, ra.test_loss, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(rb.test_acc, ra.test_acc, atol=2.5e-3)
+    assert (rb.error == "").all()
+
+
+def test_sgd_momentum_constant_matches_local(out):
+    local, vect = both(out, optimizer="sgd(momentum=0.9)", lr=[0.01, 0.1], seeds=2)
+    assert_same_histories(local, vect)
+    assert len(vect.runs) == 4 and not vect.notes
+
+
+def test_adam_onecycle_with_restoring_stopper_matches_local(out):
+    local, vect = both(out, optimizer="adam", schedule="onecycle", lr=[1e-3, 0.1],
+                       stopper="patience(patience=1,restore_best=True)", epochs=4)
+    assert_same_histories(local, vect)
+    runs = vect.runs.set_index("run_id")
+    assert (runs.stopped_by == "stopper").any()  # lr 0.1 stops early, lr 1e-3 runs on
+    assert (runs.epochs_run == 4).any()
+
+
+def test_other_optimizers_schedules_and_epochs_in_one_group_match_local(out):
+    local, vect = both(out, optimizer=["radam", "adamw(weight_decay=0.1)",
+                                       "sgd(momentum=0.9,nesterov=True,weight_decay=0.01)"],
+                       schedule=["cosine", "step(every=1,gamma=0.5)"], lr=[0.003],
+                       epochs=[1, 2])
+    assert_same_histories(local, vect)
+
+
+def test_divergence_of_one_member_does_not_disturb_the_others(out):
+    local, vect = both(out, optimizer="sgd(momentum=0.9)", lr=[0.05, 50.0], epochs=3)
+    assert_same_histories(local, vect)
+    runs = vect.runs.set_index("run_id")
+    assert runs.loc["mlp(width=32)-lr50-ep3-none-s0", "stopped_by"] == "diverged"
+    assert runs.loc["mlp(width=32)-lr0.05-ep3-none-s0", "epochs_run"] == 3
+
+
+def test_initial_weights_are_the_local_executors(out):
+    host = load_plugins([])
+    models = []
+    for seed in (3, 4):
+        torch.manual_seed(seed)
+        models.append(host.registry.build("model", Spec("mlp"), (1, 8, 8), 10))
+    stacked = StackedModel(models, torch.nn.functional.cross_entropy)
+    for i, model in enumerate(models):
+        for name, value in model.state_dict().items():
+            assert torch.equal(stacked.row(i)[name], value)
+
+
+class BatchNormModels:
+    @hookimpl
+    def lrlab_register_models(self, register):
+        def bnmlp(input_shape, num_classes):
+            """An MLP with BatchNorm."""
+            return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), 16),
+                                 nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, num_classes))
+
+        def dropmlp(input_shape, num_classes):
+            """An MLP with dropout."""
+            return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), 16),
+                                 nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, num_classes))
+
+        register("bnmlp", bnmlp)
+        register("dropmlp", dropmlp)
+
+
+def test_batchnorm_model_falls_back_to_local_and_says_so_once(out):
+    kw = {**TINY, "model": "bnmlp", "lr": [0.01, 0.1], "seeds": 2, "epochs": 2}
+    local = lrlab.run_sweep(out=out / "l", executor="local", plugins=[BatchNormModels()], **kw)
+    vect = lrlab.run_sweep(out=out / "v", executor="vectorized", plugins=[BatchNormModels()],
+                           **kw)
+    notes = [n for n in vect.notes if "BatchNorm" in n]
+    assert len(notes) == 1 and notes[0].startswith("vectorized:")
+    pd_equal = local.history.drop(columns="wall_s").equals(vect.history.drop(columns="wall_s"))
+    assert pd_equal  # trained by the local executor: the very same numbers
+
+
+def test_dropout_is_vectorized_only_when_asked_and_noted(out):
+    kw = {**TINY, "model": "dropmlp", "lr": [0.01, 0.1], "epochs": 2}
+    vect = lrlab.run_sweep(out=out / "v", executor="vectorized", plugins=[BatchNormModels()],
+                           **kw)
+    assert any("dropout" in n and "not identical" in n for n in vect.notes)
+    assert (vect.runs.error == "").all() and (vect.runs.epochs_run == 2).all()
+    auto = lrlab.run_sweep(out=out / "a", executor="auto", plugins=[BatchNormModels()], **kw)
+    local = lrlab.run_sweep(out=out / "l", executor="local", plugins=[BatchNormModels()], **kw)
+    assert auto.history.drop(columns="wall_s").equals(local.history.drop(columns="wall_s"))
+
+
+def test_auto_vectorizes_plain_groups_and_keeps_augmented_ones_local(out, monkeypatch):
+    grouped = []
+    real = trainer.train_group
+
+    def spy(plan, context):
+        grouped.append([r.run_id for r in plan.runs])
+        return real(plan, context)
+
+    monkeypatch.setattr("lrlab.builtin.vectorized.train_group", spy)
+    result = lrlab.run_sweep(out=out, executor="auto", **{**TINY, "augment": ["none", "noise"],
+                                                           "lr": [0.01, 0.1], "epochs": 1})
+    assert grouped == [["mlp(width=32)-lr0.01-ep1-none-s0", "mlp(width=32)-lr0.1-ep1-none-s0"]]
+    assert len(result.runs) == 4 and (result.runs.error == "").all()
+    assert any("augmentation" in n for n in result.notes)
+    assert any("2 run(s) trained vectorized in 1 group(s), 2 one at a time" in n
+               for n in result.notes)
+
+
+def test_a_failing_group_is_trained_run_by_run(out, monkeypatch):
+    def broken(plan, context):
+        raise RuntimeError("boom")
+        yield  # a generator, as train_group is
+
+    monkeypatch.setattr("lrlab.builtin.vectorized.train_group", broken)
+    result = lrlab.run_sweep(out=out, executor="vectorized", **{**TINY, "lr": [0.01, 0.1],
+                                                                 "epochs": 1})
+    assert (result.runs.error == "").all() and len(result.runs) == 2
+    assert any("boom" in n for n in result.notes)
+
+
+class FailingEpochEnd:
+    @hookimpl
+    def lrlab_epoch_end(self, run, epoch, metrics):
+        if run.lr > 0.05 and epoch == 2:
+            raise ValueError("this plugin fails for one run")
+        return None
+
+
+def test_a_plugin_error_in_one_member_leaves_the_others_alone(out):
+    result = lrlab.run_sweep(out=out, executor="vectorized", plugins=[FailingEpochEnd()],
+                             **{**TINY, "lr": [0.01, 0.1]})
+    runs = result.runs.set_index("run_id")
+    assert runs.loc["mlp(width=32)-lr0.1-ep3-none-s0", "verdict"] == "error"
+    assert "this plugin fails" in runs.loc["mlp(width=32)-lr0.1-ep3-none-s0", "error"]
+    assert runs.loc["mlp(width=32)-lr0.01-ep3-none-s0", "epochs_run"] == 3
+
+
+def test_the_step_is_traced_once_per_shape():
+    torch.manual_seed(0)
+    models = [nn.Sequential(nn.Flatten(), nn.Linear(4, 3)) for _ in range(2)]
+    stacked = StackedModel(models, torch.nn.functional.cross_entropy)
+    x, y = torch.randn(2, 5, 1, 2, 2), torch.randint(0, 3, (2, 5))
+    eager = stacked._flat_grads(stacked.flat, stacked.buffers, x, y)
+    assert torch.allclose(stacked.grads(x, y), eager)
+    assert stacked.traced is True
+    stacked.grads(x[:, :3], y[:, :3])
+    assert len(stacked._steps) == 2
+
+
+OPTIMIZERS = [
+    (torch.optim.SGD, [dict(momentum=0.9), dict(momentum=0.0, weight_decay=0.1)]),
+    (torch.optim.SGD, [dict(momentum=0.9, nesterov=True), dict(momentum=0.5, nesterov=True,
+                                                               weight_decay=0.01)]),
+    (torch.optim.Adam, [dict(), dict(betas=(0.8, 0.99), weight_decay=0.1, eps=1e-3)]),
+    (torch.optim.AdamW, [dict(), dict(betas=(0.8, 0.99), weight_decay=0.1)]),
+    (torch.optim.RAdam, [dict(), dict(betas=(0.8, 0.9), weight_decay=0.1)]),
+    (torch.optim.RAdam, [dict(decoupled_weight_decay=True, weight_decay=0.1)] * 2),
+]
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), OPTIMIZERS,
+                         ids=["sgd", "nesterov", "adam", "adamw", "radam", "radamw"])
+def test_batched_optimizers_follow_torch_optim(cls, kwargs):
+    torch.manual_seed(0)
+    lrs = [0.1, 0.003]
+    start = torch.randn(2, 20)
+    grads = [torch.randn(2, 20) for _ in range(12)]
+    expected = []
+    for m, kw in enumerate(kwargs):
+        p = nn.Parameter(start[m].clone())
+        opt = cls([p], lr=lrs[m], **kw)
+        for g in grads:
+            p.grad = g[m].clone()
+            opt.step()
+        expected.append(p.detach())
+    described = [describe(cls([nn.Parameter(torch.zeros(1))], lr=lrs[m], **kw))
+                 for m, kw in enumerate(kwargs)]
+    batched = BatchedOptimizer(described[0][0], [d[1] for d in described], torch.device("cpu"))
+    params = start.clone()
+    for g in grads:
+        batched.step(params, g.clone(), torch.tensor(lrs, dtype=torch.float64)[:, None])
+    torch.testing.assert_close(params, torch.stack(expected), rtol=1e-6, atol=1e-7)
+
+
+def test_unsupported_optimizers_are_named():
+    p = [nn.Parameter(torch.zeros(1))]
+    assert "amsgrad" in describe(torch.optim.Adam(p, amsgrad=True))
+    assert "Adagrad" in describe(torch.optim.Adagrad(p))
+
+
+@pytest.mark.parametrize("schedule", ["constant", "onecycle", "cosine", "step(every=1)",
+                                      "exponential"])
+def test_lr_tables_equal_stepping_the_schedule(schedule):
+    host = load_plugins([])
+    run = expand(build_config(
+        overrides={"lr": 0.1, "schedule": schedule, "epochs": 3, "augment": "none"}))[0]
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=run.lr)
+    sched = host.registry.build("schedule", run.schedule, opt, 5, run.epochs)
+    stepped = []
+    for _ in range(15):
+        stepped.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lr_table(host.registry, run, 5) == stepped
+
+
+def test_groups_split_by_structure_and_size():
+    host = load_plugins([])
+    cfg = build_config(overrides={
+        "lr": [0.1, 0.2, 0.3], "optimizer": ["sgd", "sgd(nesterov=True,momentum=0.9)"],
+        "augment": "none"})
+    runs = expand(cfg)
+
+    class Ctx:
+        registry = host.registry
+
+    groups = VectorizedExecutor(auto=False, max_group=2).groups(runs, Ctx())
+    assert [len(g) for g in groups] == [2, 1, 2, 1]
+    assert all(len({str(r.optimizer) for r in g}) == 1 for g in groups)
