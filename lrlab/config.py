@@ -112,6 +112,8 @@ class SweepConfig:
     amp: bool = False
     source: str | None = None  # the sweep file, if any
     command_line: str = ""
+    # an LR range test run for lr "auto", waiting to be stored when the sweep starts
+    lrfind_pending: Any = field(default=None, repr=False, compare=False)
 
     @property
     def out_dir(self) -> Path:

@@ -22,6 +22,7 @@ from lrlab.config import Run, SweepConfig, run_key
 from lrlab.data import Split, stratified_split
 from lrlab.engine import TrainSettings, train
 from lrlab.plugins import Plugins
+from lrlab.registry import Spec
 from lrlab.results import RunResult, summarize
 
 
@@ -54,13 +55,15 @@ class Context:
 
     def data(self, run: Run) -> Split:
         """The run's dataset, split and on the device; loaded once per sweep."""
-        name = str(run.dataset)
+        return self.dataset(run.dataset)
+
+    def dataset(self, spec: Spec) -> Split:
+        """A dataset by its spec, split and on the device; loaded once per sweep."""
+        name = str(spec)
         if name not in self._data:
-            spec = run.dataset
             comp = self.registry.check("dataset", spec)
             if self.config.download and "download" in comp.params:
-                spec = type(spec)(spec.name, tuple(sorted({**spec.kwargs,
-                                                           "download": True}.items())))
+                spec = Spec(spec.name, tuple(sorted({**spec.kwargs, "download": True}.items())))
             raw = self.registry.build("dataset", spec, self.config.data_root)
             split = stratified_split(raw, self.config.split, self.config.split_seed)
             self._data[name] = split.to(self.device)

@@ -10,7 +10,6 @@ import types
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from lrlab.plugins import load_plugins
 from lrlab.testing import fake_distribution, run_tiny_sweep
@@ -43,6 +42,11 @@ def section(name: str) -> str:
     match = re.search(rf"^#+ `{name}`\n(.*?)(?=^#+ )", page() + "\n# end", re.M | re.S)
     assert match, f"docs/plugins.md has no heading for `{name}`"
     return match.group(1)
+
+
+def toml(text: str) -> dict:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    return tomllib.loads(text)
 
 
 def as_module(name: str, source: str) -> types.ModuleType:
@@ -87,7 +91,7 @@ def test_the_hook_examples_run_together_in_one_sweep(out, capsys):
 def test_the_entry_point_block_and_the_quickstart_module_work_as_installed(
         tmp_path, monkeypatch, out):
     pyproject = next(b for b in blocks("toml") if b.startswith("# pyproject.toml"))
-    project = tomllib.loads(pyproject)["project"]
+    project = toml(pyproject)["project"]
     eps = project["entry-points"]["lrlab"]
     module_src = next(b for b in blocks("python") if b.startswith("# lrlab_hello.py"))
     (tmp_path / "lrlab_hello.py").write_text(module_src)
@@ -107,7 +111,7 @@ def test_the_entry_point_block_and_the_quickstart_module_work_as_installed(
 def test_the_quickstart_tests_pass_against_the_quickstart_plugin(tmp_path, monkeypatch):
     module_src = next(b for b in blocks("python") if b.startswith("# lrlab_hello.py"))
     tests_src = next(b for b in blocks("python") if b.startswith("# tests/test_hello.py"))
-    pyproject = tomllib.loads(next(b for b in blocks("toml")
+    pyproject = toml(next(b for b in blocks("toml")
                                    if b.startswith("# pyproject.toml")))["project"]
     (tmp_path / "lrlab_hello.py").write_text(module_src)
     (tmp_path / "test_hello.py").write_text(tests_src)

@@ -338,7 +338,7 @@ def test_cli_bad_arguments_give_one_line_and_exit_2(cli, tmp_path, monkeypatch, 
 def test_cli_prints_the_suggestions_and_writes_the_files(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["lr-find", "--steps", "40", "--seeds", "2", "--name",
-                                      "mine", "-p", "no:lrlab-spikes", "--device", "cpu"])
+                                      "mine", "-p", "no:builtin.vectorized", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     for words in ("steepest", "minimum ÷ 10", "valley", "range over seeds", "lrfind.png"):
         assert words in result.output
@@ -384,3 +384,28 @@ def test_report_section_skips_a_stale_finder_file(out):
     runs, history, manifest = lrlab.load_results(out / "s")
     manifest["config"]["grid"]["lr"] = [0.5]  # a later sweep of other rates, same folder
     assert lrlab_report_sections(runs, history, manifest) is None
+
+
+class NaNLoss:
+    """A loss that is NaN from the first step: no rule can suggest anything."""
+
+    @lrlab.hookimpl
+    def lrlab_register_losses(self, register):
+        def nan_loss(num_classes):
+            return lambda logits, target: logits.sum() * float("nan")
+
+        register("nan_loss", nan_loss)
+
+
+def test_no_suggestion_is_stored_as_null_and_stops_lr_auto(digits, tmp_path, out):
+    host = load_plugins(plugins=[NaNLoss()], use_entry_points=False)
+    result = lr_find(loss="nan_loss", host=host, data=digits)
+    assert len(result.curve) == 1 and result.diverged_at == {0: 0}
+    assert all(math.isnan(s.lr) for s in result.suggestions.values())
+    result.save(tmp_path / "nan")
+    info = json.loads((tmp_path / "nan" / "lrfind.json").read_text())  # strict JSON
+    assert info["suggestions"]["valley"]["lr"] is None
+    assert math.isnan(LRFindResult.load(tmp_path / "nan").suggestions["valley"].lr)
+    with pytest.raises(UsageError, match="found no learning rate"):
+        lrlab.run_sweep(out=out, lr="auto", loss="nan_loss", plugins=[NaNLoss()], epochs=1)
+    assert not out.exists()

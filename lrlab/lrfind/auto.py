@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import re
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -77,7 +76,7 @@ def resolve_auto_lr(config: Any, context: Any) -> list[float]:
                     seeds=list(grid["seed"]), **TEST)
     result = _stored(config, settings, context)
     if result is None:
-        data = context.data(SimpleNamespace(dataset=dataset))  # the sweep's cached split
+        data = context.dataset(dataset)  # the sweep's cached split
         result = lr_find(**settings, device=context.device, host=context.plugins, data=data,
                          split=tuple(config.split), split_seed=config.split_seed)
     centre = result.suggestions[AUTO_RULE].lr

@@ -59,15 +59,15 @@ def run_lr_find(*, name: str | None = None, out: str | None = None, cwd: Path | 
 @handle_errors
 def lr_find_command(
     model: Annotated[str | None, typer.Option(
-        help="Model to test, e.g. mlp or 'mlp(width=64)'. [default: mlp]")] = None,
+        help="Model to test, e.g. mlp or 'mlp(width=64)'.", show_default="mlp")] = None,
     dataset: Annotated[str | None, typer.Option(
-        help="Dataset to train on (its train split only). [default: digits]")] = None,
+        help="Dataset to train on (its train split only).", show_default="digits")] = None,
     optimizer: Annotated[str | None, typer.Option(
-        help="Optimizer whose learning rate is tested. [default: sgd(momentum=0.9)]")] = None,
+        help="Optimizer whose learning rate is tested.", show_default="sgd(momentum=0.9)")] = None,
     loss: Annotated[str | None, typer.Option(
-        help="Loss function. [default: cross_entropy]")] = None,
+        help="Loss function.", show_default="cross_entropy")] = None,
     batch_size: Annotated[int | None, typer.Option(
-        help="Mini-batch size. [default: 32]")] = None,
+        help="Mini-batch size.", show_default="32")] = None,
     start_lr: Annotated[float, typer.Option(help="Learning rate of the first step.")] = 1e-7,
     end_lr: Annotated[float, typer.Option(help="Learning rate of the last step.")] = 10.0,
     steps: Annotated[int, typer.Option(help="Training steps (one mini-batch each).")] = 100,
@@ -82,25 +82,24 @@ def lr_find_command(
         help="Repeat the test with this many seeds; each suggestion is their median, "
              "with its spread.")] = 1,
     name: Annotated[str | None, typer.Option(
-        help="Results folder name under --out. [default: lrfind-<dataset>-<model>]")] = None,
+        help="Results folder name under --out.", show_default="lrfind-<dataset>-<model>")] = None,
     out: Annotated[str | None, typer.Option(
-        help="Folder that holds results. [default: reports]")] = None,
+        help="Folder that holds results.", show_default="reports")] = None,
     data_root: Annotated[str | None, typer.Option(
-        help="Folder of downloadable datasets. [default: data]")] = None,
+        help="Folder of downloadable datasets.", show_default="data")] = None,
     download: Annotated[bool, typer.Option(
         help="Download a missing dataset (MNIST, CIFAR-10).")] = False,
     device: Annotated[str | None, typer.Option(
-        help="auto, cpu or cuda. [default: auto]")] = None,
+        help="auto, cpu or cuda.", show_default="auto")] = None,
     plugin: Annotated[list[str] | None, typer.Option(
         "-p", "--plugin", help="Load a plugin module (repeatable); -p no:NAME blocks one.")]
         = None,
 ) -> None:
     """Learning-rate range test: train while the learning rate grows, and suggest one.
 
-    Records the loss of every step, smooths it, stops once it diverges, and prints three
-    suggestions (steepest descent, minimum / 10, valley). Writes the figure
-    (lrfind.png), the curve (lrfind.parquet) and the suggestions (lrfind.json) to
-    <out>/<name>/.
+    Records the loss of every step, smooths it, and stops once it diverges.
+    Prints three suggestions: steepest descent, minimum / 10 and valley.
+    Writes lrfind.png (figure), lrfind.parquet (curve), lrfind.json to <out>/<name>/.
     """
     result = run_lr_find(model=model, dataset=dataset, optimizer=optimizer, loss=loss,
                          batch_size=batch_size, start_lr=start_lr, end_lr=end_lr,

@@ -110,8 +110,8 @@ class LRFindResult:
         folder.mkdir(parents=True, exist_ok=True)
         files = {"curve": folder / CURVE_FILE, "summary": folder / SUMMARY_FILE}
         atomic_write_parquet(self.curve, files["curve"])
-        atomic_write_text(files["summary"], json.dumps(self.to_dict(), indent=2,
-                                                       default=_json_default))
+        atomic_write_text(files["summary"], json.dumps(_plain(self.to_dict()), indent=2,
+                                                       allow_nan=False, default=str))
         if plot:  # a sweep's grid (``--lr auto``) is marked on the figure
             from lrlab.lrfind.plot import save_plot
 
@@ -127,7 +127,8 @@ class LRFindResult:
             raise UsageError(f"{folder} holds no LR finder result ({SUMMARY_FILE} is missing)")
         info = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
         curve = pd.read_parquet(folder / CURVE_FILE)
-        suggestions = {rule: Suggestion(rule, {int(k): float(v) for k, v in
+        suggestions = {rule: Suggestion(rule, {int(k): math.nan if v is None else float(v)
+                                               for k, v in
                                                info["suggestions"][rule]["per_seed"].items()})
                        for rule in RULES}
         diverged = {int(k): v for k, v in info["diverged_at"].items()}
@@ -143,10 +144,15 @@ def _x(value: float) -> str:
     return f"x{value:.2g}" if math.isfinite(value) else ""
 
 
-def _json_default(value: Any) -> Any:
+def _plain(value: Any) -> Any:
+    """``value`` with NaN and infinities as None: standard JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def settings_key(settings: dict[str, Any]) -> str:

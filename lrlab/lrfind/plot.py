@@ -45,6 +45,9 @@ def figure(result: LRFindResult, grid: Sequence[float] | None = None):
         ax.plot([], [], color="#1f4e79", alpha=0.45,
                 label=f"smoothed loss, one line per seed ({len(seeds)} seeds)")
     ax.set_xscale("log")
+    start, end = float(settings["start_lr"]), float(settings["end_lr"])
+    margin = (end / start) ** 0.02
+    ax.set_xlim(start / margin, end * margin)  # the whole range tested
 
     for rule in RULES:
         sug = result.suggestions[rule]
@@ -61,7 +64,7 @@ def figure(result: LRFindResult, grid: Sequence[float] | None = None):
                 ls="none", marker="^", ms=8, color="black",
                 label="learning rates the sweep tries")
 
-    ax.set_ylim(*_ylim(curve))
+    ax.set_ylim(*_ylim(curve, raw_shown=len(seeds) == 1))
     ax.set_xlabel("learning rate (log scale; it grows with every training step)")
     ax.set_ylabel("training loss")
     ax.set_title(f"Learning-rate range test: {settings['model']} on {settings['dataset']}, "
@@ -73,7 +76,7 @@ def figure(result: LRFindResult, grid: Sequence[float] | None = None):
     return fig
 
 
-def _ylim(curve) -> tuple[float, float]:
+def _ylim(curve, raw_shown: bool = True) -> tuple[float, float]:
     """From the lowest loss to a little above the start: the blow-up is cut off, so the
     part where the loss falls fills the figure."""
     raw = curve["loss"].to_numpy(float)
@@ -82,7 +85,7 @@ def _ylim(curve) -> tuple[float, float]:
     if not len(smoothed):
         return 0.0, 1.0
     start = curve.sort_values("step").groupby("seed")["smoothed"].first().max()
-    low = min(raw.min() if len(raw) else smoothed.min(), smoothed.min())
+    low = min(raw.min() if len(raw) and raw_shown else smoothed.min(), smoothed.min())
     top = start + 0.5 * max(start - low, 0.05 * abs(start))
     pad = 0.05 * (top - low) if top > low else 0.5
     return low - pad, top

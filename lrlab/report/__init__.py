@@ -16,7 +16,7 @@ import copy
 import time
 import warnings
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,7 @@ def render(runs: pd.DataFrame, history: pd.DataFrame, manifest: dict[str, Any],
         "flagged": analysis.flagged(sw), "figures": figures(sw),
         "columns": columns, "rows": rows, "plugin_sections": list(sections),
         "version": __version__,
-        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     context["build_s"] = f"{time.perf_counter() - started:.1f}"
     return _environment().get_template("report.html").render(**context)

@@ -139,7 +139,10 @@ def learning_curves(sw: SweepView) -> ReportFigure:
     all_augs = sw.values("augment") if "augment" in runs else [None]
     augs = all_augs[:MAX_ROWS]
     hist = {rid: h for rid, h in sw.history.groupby("run_id", sort=False)}
-    fig = new_figure(min(12.0, max(9.0, 1.2 + 1.9 * len(lrs))), 1.1 + 1.9 * len(augs))
+    width, height = min(12.0, max(9.0, 1.2 + 1.9 * len(lrs))), 1.5 + 1.9 * len(augs)
+    fig = new_figure(width, height, constrained=False)  # a plain grid: placed by hand
+    fig.subplots_adjust(left=0.85 / width, right=1 - 0.15 / width, bottom=0.65 / height,
+                        top=1 - 0.85 / height, wspace=0.1, hspace=0.3)
     axes = fig.subplots(len(augs), len(lrs), squeeze=False, sharex=True, sharey=True)
     losses, start = [], []
     stopped = False
@@ -190,7 +193,7 @@ def learning_curves(sw: SweepView) -> ReportFigure:
         handles.append(Line2D([], [], color="#444", ls=":", label="early stop"))
     present = [v for v in VERDICT_COLORS if (runs["verdict"] == v).any()]
     handles += [Patch(color=VERDICT_COLORS[v], label=v) for v in present]
-    fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 5),
+    fig.legend(handles=handles, loc="upper center", ncols=min(len(handles), 5),
                frameon=False, fontsize=9)
     extra = [a for a in sw.varying if a not in ("lr", "augment")]
     caption = ("Each panel is one learning rate" + (" and augmentation" if len(all_augs) > 1 else "")

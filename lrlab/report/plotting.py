@@ -42,9 +42,10 @@ class ReportFigure:
         return bool(self.png)
 
 
-def new_figure(width: float, height: float) -> Figure:
-    """An empty figure (inches) with constrained layout on an Agg canvas."""
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+def new_figure(width: float, height: float, constrained: bool = True) -> Figure:
+    """An empty figure (inches) on an Agg canvas, laid out by matplotlib's constrained
+    layout unless ``constrained`` is False (a regular grid placed by hand draws faster)."""
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained" if constrained else None)
     FigureCanvasAgg(fig)
     return fig
 

@@ -12,6 +12,7 @@ not import Ray: lrlab loads it on every sweep.
 from __future__ import annotations
 
 from lrlab import hookimpl
+from lrlab.errors import UsageError
 from lrlab_ray.executor import RayExecutor
 
 __version__ = "0.1.0"
@@ -29,6 +30,9 @@ def ray(*, address: str = "", num_cpus: int = 0, cpus_per_run: float = 1.0,
         on CUDA only when this is above 0.
     :param retries: times Ray re-runs a run whose worker process died.
     """
+    if num_cpus < 0 or cpus_per_run <= 0 or gpus_per_run < 0 or retries < 0:
+        raise UsageError("ray: num_cpus, gpus_per_run and retries must be >= 0 and "
+                         "cpus_per_run > 0")
     return RayExecutor(address=address, num_cpus=num_cpus, cpus_per_run=cpus_per_run,
                        gpus_per_run=gpus_per_run, retries=retries)
 

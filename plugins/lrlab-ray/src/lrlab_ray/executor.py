@@ -6,12 +6,15 @@ every sweep, and a sweep that does not use this executor should not pay for Ray.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 from lrlab.config import Run, run_key
+from lrlab.errors import UsageError
 from lrlab.executors import Context
 from lrlab.results import RunResult
 from lrlab_ray.worker import host_spec, train_remote
@@ -37,10 +40,15 @@ class RayExecutor:
         if ray.is_initialized():
             return False
         if self.address:
-            ray.init(address=self.address, log_to_driver=False)
+            try:
+                ray.init(address=self.address, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise UsageError(f"ray: cannot join the Ray cluster at "
+                                 f"{self.address!r}: {first}") from None
         else:
             ray.init(num_cpus=self.num_cpus or None, include_dashboard=False,
-                     log_to_driver=False)
+                     log_to_driver=False, logging_level=logging.WARNING)
         return True
 
     def _gpus(self, context: Context) -> float:
@@ -83,14 +91,12 @@ class RayExecutor:
                     token, config_ref, spec, run, self.cpus_per_run, gpus)
                 pending[ref] = run
             while pending and not context.stop_requested:
-                ref = next(iter(pending))
+                [ref], _ = ray.wait(list(pending), num_returns=1)
                 yield self._collect(ray, ref, pending.pop(ref), context)
         finally:
             for ref in pending:  # -x, or the driver stopped iterating
-                try:
+                with contextlib.suppress(Exception):  # already finished or gone
                     ray.cancel(ref)
-                except Exception:  # noqa: S110 - already finished or gone
-                    pass
             if started:
                 ray.shutdown()
 
@@ -101,7 +107,7 @@ class RayExecutor:
             result, notes = ray.get(ref)
         except ray.exceptions.RayTaskError as exc:  # raised outside train_one
             return context.result(run, error=str(exc))
-        except ValueError as exc:
+        except ray.exceptions.RayError as exc:
             return context.result(run, error=f"{type(exc).__name__}: {exc}\nthe Ray task "
                                              f"training this run died before it finished")
         for note in notes:
