@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "loss": ["cross_entropy"],
     "optimizer": ["sgd(momentum=0.9)"],
     "schedule": ["constant"],
-    "augment": ["none", "noise"],
+    "augment": ["none", "noise(std=0.3)"],
     "stopper": ["none"],
     "lr": [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0],
     "epochs": [40],

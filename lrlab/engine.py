@@ -13,7 +13,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -21,6 +21,7 @@ import torch
 from lrlab.config import Run
 from lrlab.data import Split
 from lrlab.registry import Registry
+from lrlab.verdicts import DEFAULT_THRESHOLDS, divergence
 
 
 @dataclass
@@ -29,9 +30,14 @@ class TrainSettings:
 
     device: torch.device  # where the model, the batches and the evaluation live
     eval_batch_size: int = 4096  # samples per forward pass in clean evaluation
-    diverge_factor: float = 1.5  # stop once the clean train loss exceeds this x its start
+    thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    # the verdict thresholds: a run stops at once when verdicts.divergence() says so
     compile: bool = False  # torch.compile the model (slower start, faster steps)
     amp: bool = False  # bfloat16 autocast on CUDA for the forward pass
+
+    @property
+    def diverge_factor(self) -> float:
+        return self.thresholds["diverge_factor"]
 
 
 @dataclass
@@ -114,14 +120,16 @@ def train(run: Run, data: Split, registry: Registry, settings: TrainSettings,
 
     start = time.perf_counter()
     history = [{"epoch": 0, "lr": optimizer.param_groups[0]["lr"], **clean_metrics(),
-                "wall_s": 0.0}]
+                "max_batch_loss": math.nan, "wall_s": 0.0}]
     start_loss = history[0]["train_loss"]
+    restore_best = getattr(stopper, "restore_best", False)
     best_state: dict[str, Any] | None = None
     stopped_by = None
 
     for epoch in range(1, run.epochs + 1):
         model.train()
         order = torch.randperm(n, generator=batch_gen, device=device)
+        peak = torch.zeros((), device=device)  # the epoch's largest mini-batch loss
         lr_used = optimizer.param_groups[0]["lr"]
         for step in range(steps_per_epoch):
             idx = order[step * run.batch_size:(step + 1) * run.batch_size]
@@ -136,17 +144,18 @@ def train(run: Run, data: Split, registry: Registry, settings: TrainSettings,
             loss.backward()
             optimizer.step()
             schedule.step()
+            peak = torch.maximum(peak, loss.detach().nan_to_num(nan=math.inf))
 
         metrics = {"lr": lr_used, **clean_metrics()}
-        history.append({"epoch": epoch, **metrics, "wall_s": time.perf_counter() - start})
+        history.append({"epoch": epoch, **metrics, "max_batch_loss": peak.item(),
+                        "wall_s": time.perf_counter() - start})
 
         # a diverged run stops at once; its record is final
-        if not math.isfinite(metrics["train_loss"]) or \
-                metrics["train_loss"] > settings.diverge_factor * start_loss:
+        if divergence(history[-1], start_loss, settings.thresholds):
             stopped_by = "diverged"
             break
         stop = stopper.update(epoch, metrics)
-        if stopper.restore_best and stopper.best_epoch == epoch:
+        if restore_best and stopper.best_epoch == epoch:
             best_state = copy.deepcopy(model.state_dict())
         if epoch_end is not None and epoch_end(run, epoch, metrics):
             stopped_by = "plugin"
@@ -156,7 +165,7 @@ def train(run: Run, data: Split, registry: Registry, settings: TrainSettings,
             break
 
     restored = None
-    if stopper.restore_best and best_state is not None and stopped_by != "diverged":
+    if restore_best and best_state is not None and stopped_by != "diverged":
         model.load_state_dict(best_state)
         restored = stopper.best_epoch
     test_loss, test_acc = evaluate(model, loss_fn, *data.test, settings.eval_batch_size)

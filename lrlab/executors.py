@@ -50,7 +50,7 @@ class Context:
     def settings(self) -> TrainSettings:
         return TrainSettings(device=self.device,
                              eval_batch_size=self.config.eval_batch_size,
-                             diverge_factor=self.config.thresholds["diverge_factor"],
+                             thresholds=dict(self.config.thresholds),
                              compile=self.config.compile, amp=self.config.amp)
 
     def data(self, run: Run) -> Split:

@@ -24,7 +24,7 @@ HISTORY_FILE = "history.parquet"
 MANIFEST_FILE = "manifest.json"
 
 HISTORY_COLUMNS = ["run_id", "epoch", "lr", "train_loss", "train_acc", "val_loss",
-                   "val_acc", "wall_s"]
+                   "val_acc", "wall_s", "max_batch_loss"]
 METRICS = ["train_loss", "train_acc", "val_loss", "val_acc"]
 
 

@@ -94,6 +94,8 @@ def prepare(config: SweepConfig, *, extra_plugins: Iterable[str] = (),
                 if axis == "augment" and spec.name == "none" and spec.params:
                     raise UsageError("augmentation 'none' takes no parameters")
                 registry.check(kind, spec)
+                if kind == "stopper":
+                    registry.build(kind, spec)  # cheap: bad parameter values fail here
     registry.check("executor", config.executor)
     device = resolve_device(config.device)
     context = Context(config, host, device)

@@ -21,6 +21,9 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     # diverged: the clean training loss rose past this multiple of its value before
     # training (or became non-finite)
     "diverge_factor": 1.5,
+    # diverged: a single mini-batch's training loss rose past this multiple of the start
+    # (a run can blow up and die inside one epoch, then sit at chance)
+    "diverge_batch_factor": 5.0,
     # underfit: the best training accuracy never got this fraction of the way from
     # chance (1 / classes) to 100%
     "underfit_progress": 0.5,
@@ -74,16 +77,29 @@ def generalization_loss(val_losses: list[float]) -> float:
     return 100.0 * (vals[-1] / best - 1.0) if best > 0 else math.inf
 
 
+def divergence(row: dict[str, Any], start: float, th: dict[str, float]) -> str | None:
+    """Why an epoch's record shows divergence, or None: the one rule the engine stops on
+    and the diagnosis flags. ``row`` has ``epoch lr train_loss max_batch_loss``."""
+    loss = float(row["train_loss"])
+    epoch = row["epoch"]
+    if not math.isfinite(loss):
+        return f"train loss became {loss} at epoch {epoch} (lr {row['lr']:.3g})"
+    if loss > th["diverge_factor"] * start:
+        return (f"train loss {loss:.3g} at epoch {epoch} exceeds {th['diverge_factor']:g}x "
+                f"its start {start:.3g}")
+    peak = float(row.get("max_batch_loss", math.nan))
+    if math.isinf(peak) or peak > th["diverge_batch_factor"] * start:
+        return (f"a mini-batch loss reached {peak:.3g} in epoch {epoch}, "
+                f"{th['diverge_batch_factor']:g}x past the start {start:.3g}")
+    return None
+
+
 def diagnose_diverged(history: pd.DataFrame, th: dict[str, float]) -> list[Flag]:
     start = float(history["train_loss"].iloc[0])
-    for row in history.iloc[1:].itertuples():
-        loss = float(row.train_loss)
-        if not math.isfinite(loss):
-            return [Flag("diverged", f"train loss became {loss} at epoch {row.epoch} "
-                                     f"(lr {row.lr:.3g})")]
-        if loss > th["diverge_factor"] * start:
-            return [Flag("diverged", f"train loss {loss:.3g} at epoch {row.epoch} exceeds "
-                                     f"{th['diverge_factor']:g}x its start {start:.3g}")]
+    for row in history.iloc[1:].to_dict("records"):
+        reason = divergence(row, start, th)
+        if reason:
+            return [Flag("diverged", reason)]
     return []
 
 

@@ -156,7 +156,7 @@ def train_group(plan: Plan, context) -> Iterator[Finished]:
         lrs = lr_table[:, (epoch - 1) * spe:epoch * spe]
         for step in range(spe):
             idx = orders[:, step * batch:(step + 1) * batch]
-            xb, yb = x_train[idx], y_train[idx]
+            xb, yb = gather(x_train, idx), gather(y_train, idx)
             if augment is not None:
                 xb = augment(xb.flatten(0, 1)).reshape(xb.shape)
             optimizer.step(stacked.flat, stacked.grads(xb, yb), lrs[:, step:step + 1])
@@ -189,6 +189,13 @@ def train_group(plan: Plan, context) -> Iterator[Finished]:
             optimizer.select(index)
             lr_table = lr_table[index]
             slots = [slots[row] for row in keep]
+
+
+def gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x[idx]`` for an index matrix ``(W, b)``: rows copied whole (index_select), several
+    times faster on CPU than advanced indexing."""
+    rows = x.reshape(x.shape[0], -1).index_select(0, idx.reshape(-1))
+    return rows.view(*idx.shape, *x.shape[1:])
 
 
 def finish(members: list[Member], rows: list[int], stacked: StackedModel, data, chunk: int,
