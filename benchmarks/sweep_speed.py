@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     reps = args.reps or (1 if args.quick else 3)
     grids = {"digits": Grid("digits", "digits", 32, 4 if args.quick else 10),
              "mnist": Grid("mnist-sized", "mnist-sized", 128, 1 if args.quick else 2)}
-    lrs = [round(10 ** (-3 + 2.3 * i / max(1, args.lrs - 1)), 6) for i in range(args.lrs)]
+    lrs = [round(10 ** (-3 + 2 * i / max(1, args.lrs - 1)), 6) for i in range(args.lrs)]
     seeds = list(range(args.seeds))
     ways = {"A": ("A plain loop", lambda g, tag: way_a(g, lrs, seeds, device)),
             "B": ("B lrlab local", lambda g, tag: way_lrlab("local", g, lrs, seeds, device,

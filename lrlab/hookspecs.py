@@ -24,7 +24,8 @@ different runs, but each run's own calls keep this order.
 
 An exception in ``lrlab_run_start``, ``lrlab_epoch_end``, ``lrlab_diagnose`` or
 ``lrlab_run_end`` makes that run's verdict ``error``, its flag naming the plugin and the
-hook, and the sweep goes on; an exception in any other hook stops the sweep with a
+hook, and the sweep goes on; one in ``lrlab_report_sections`` is shown in the report in
+place of that plugin's sections; one in any other hook stops the sweep with a
 :class:`lrlab.PluginError` naming the plugin.
 """
 

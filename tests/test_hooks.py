@@ -210,12 +210,19 @@ def test_an_exception_in_a_run_hook_errors_that_run_naming_the_plugin(out, hook)
     assert runs.loc[0.05, "epochs_run"] == 2
 
 
-@pytest.mark.parametrize("hook", ["lrlab_sweep_start", "lrlab_sweep_end",
-                                  "lrlab_report_sections"])
+@pytest.mark.parametrize("hook", ["lrlab_sweep_start", "lrlab_sweep_end"])
 def test_an_exception_in_a_sweep_hook_fails_the_sweep_naming_the_plugin(out, hook):
     with pytest.raises(lrlab.PluginError,
                        match=f"plugin 'boom' failed in {hook}: RuntimeError: boom"):
         run_tiny_sweep(Boom(hook), out=out, report=True)
+
+
+def test_an_exception_in_report_sections_is_shown_in_its_place_naming_the_plugin(out):
+    result = run_tiny_sweep(Boom("lrlab_report_sections"), Sections(), out=out, report=True)
+    page = (result.folder / "index.html").read_text()
+    assert "plugin &#39;boom&#39; failed in lrlab_report_sections" in page or \
+        "plugin 'boom' failed in lrlab_report_sections" in page
+    assert "Plugin section title" in page  # the other plugins' sections are kept
 
 
 def test_an_exception_in_configure_names_the_plugin(out):
