@@ -10,7 +10,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
 
 from lrlab import hookimpl
 from lrlab.errors import UsageError
@@ -44,6 +43,7 @@ def flip(input_shape: tuple[int, ...], *, p: float = 0.5):
 def crop(input_shape: tuple[int, ...], *, padding: int = 2):
     """Pad by `padding` pixels (zeros), then crop back at a random offset per image."""
     _check(padding >= 0, f"crop: padding must be >= 0, got {padding}")
+    from torchvision.transforms import v2  # imported here: torchvision loads slowly
 
     def apply(x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
