@@ -94,7 +94,7 @@ def test_a_killed_sweep_keeps_every_finished_run_and_resumes(tmp_path, out):
     proc = subprocess.Popen([sys.executable, str(script), str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     runs_file = out / "k" / RUNS_FILE
-    deadline = time.time() + 120
+    deadline = time.time() + 600
     finished = 0
     while time.time() < deadline and proc.poll() is None:
         if runs_file.exists():
