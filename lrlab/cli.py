@@ -218,7 +218,7 @@ def plugins(plugin: PluginOpt = None) -> None:
     for col in ("plugin", "version", "source", "registers / hooks"):
         table.add_column(col, no_wrap=col != "registers / hooks")
     for info in host.info.values():
-        what = ", ".join(info.registered + info.hooks) or "-"
+        what = info.what
         source = info.source + (f"\n{info.where}" if info.where and info.source != "built-in" else "")
         table.add_row(info.name, info.version or "-", source, what)
     _console().print(table)

@@ -10,6 +10,7 @@ under ``torch.inference_mode()``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable
@@ -38,8 +39,8 @@ class StackedModel:
         self.randomness = "different" if stochastic else "error"
         self.amp = amp and self.flat.device.type == "cuda"
         self.compile = compile
-        self._steps: dict[tuple[int, ...], Callable] = {}
-        self.traced: bool | None = None  # whether make_fx traced the step (None: not yet)
+        self._traces: dict[tuple, Callable] = {}
+        self.traced: bool | None = None  # whether make_fx could trace (None: not tried)
 
     @property
     def width(self) -> int:
@@ -76,55 +77,66 @@ class StackedModel:
                                                                     x, y)
         return torch.cat([grads[n].reshape(flat.shape[0], -1) for n in self.names], dim=1)
 
-    def _step_fn(self, x: torch.Tensor, y: torch.Tensor) -> Callable:
-        """The gradient function for this batch shape, traced on first use."""
-        key = (self.width, *x.shape[1:])
-        fn = self._steps.get(key)
-        if fn is None:
+    def _run(self, kind: str, fn: Callable, args: tuple, trace: bool):
+        """``fn(*args)``, through a graph of aten ops traced by make_fx and cached per input
+        shapes when ``trace`` says it is called often enough to repay the tracing."""
+        key = (kind, *(tuple(a.shape) for a in args if isinstance(a, torch.Tensor)))
+        traced = self._traces.get(key)
+        if traced is None and trace:
             from torch.fx.experimental.proxy_tensor import make_fx
 
-            self.template.train()
-            try:
-                def step(flat, buffers, xb, yb):  # make_fx wants a plain function
-                    return self._flat_grads(flat, buffers, xb, yb)
+            def plain(*inputs):  # make_fx wants a plain function
+                return fn(*inputs)
 
-                fn = make_fx(step, tracing_mode="fake")(self.flat, self.buffers, x, y)
+            try:
+                with (torch.inference_mode(False), torch.no_grad()) if kind == "eval" \
+                        else contextlib.nullcontext():
+                    traced = make_fx(plain, tracing_mode="fake")(*args)
                 self.traced = True
             except Exception:  # a model make_fx cannot trace still runs under eager vmap
-                fn, self.traced = self._flat_grads, False
+                traced, self.traced = fn, False
             if self.compile:
-                fn = torch.compile(fn, dynamic=False)
-            self._steps[key] = fn
-        return fn
+                traced = torch.compile(traced, dynamic=False)
+            self._traces[key] = traced
+        return (traced or fn)(*args)
 
-    def grads(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def grads(self, x: torch.Tensor, y: torch.Tensor, trace: bool = True) -> torch.Tensor:
         """Every member's gradient ``(W, P)`` of its mean loss on its batch ``x[w], y[w]``."""
-        return self._step_fn(x, y)(self.flat, self.buffers, x, y)
+        self.template.train()
+        return self._run("train", self._flat_grads, (self.flat, self.buffers, x, y), trace)
 
     # -- evaluation ------------------------------------------------------------------------
 
-    @torch.inference_mode()
-    def evaluate(self, flat: torch.Tensor, buffers: dict[str, torch.Tensor], x: torch.Tensor,
-                 y: torch.Tensor, batch_size: int) -> tuple[list[float], list[float]]:
-        """Mean loss and accuracy of each row of ``flat`` on ``(x, y)``, in eval mode."""
-        was_training = self.template.training
-        self.template.eval()
-        width = flat.shape[0]
-        params = self.views(flat)
-
-        def logits_of(p, b, xb):
+    def _logits(self, flat, buffers, x):
+        def one(p, b, xb):
             return functional_call(self.template, (p, b), (xb,))
 
-        forward = vmap(logits_of, in_dims=(0, 0, None))
+        return vmap(one, in_dims=(0, 0, None))(self.views(flat), buffers, x)
+
+    def evaluate(self, flat: torch.Tensor, buffers: dict[str, torch.Tensor], x: torch.Tensor,
+                 y: torch.Tensor, batch_size: int, trace: bool = False,
+                 ) -> tuple[list[float], list[float]]:
+        """Mean loss and accuracy of each row of ``flat`` on ``(x, y)``, in eval mode, in
+        batches of ``batch_size`` samples (the full ones traced when ``trace``)."""
+        was_training = self.template.training
+        self.template.eval()
+        try:
+            return self._evaluate(flat, buffers, x, y, batch_size, trace)
+        finally:
+            self.template.train(was_training)
+
+    @torch.inference_mode()
+    def _evaluate(self, flat, buffers, x, y, batch_size, trace):
+        width = flat.shape[0]
         losses = vmap(self.loss_fn, in_dims=(0, None))
         total = torch.zeros(width, device=x.device, dtype=torch.float64)
         correct = torch.zeros(width, device=x.device, dtype=torch.long)
         for start in range(0, len(y), batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-            logits = forward(params, buffers, xb).float()
+            full = trace and len(yb) == batch_size
+            logits = self._run("eval", self._logits, (flat, buffers, xb), full).float()
             total += losses(logits, yb).double() * len(yb)
             correct += (logits.argmax(-1) == yb).sum(-1)
-        self.template.train(was_training)
         n = len(y)
         return (total / n).tolist(), [c / n for c in correct.tolist()]
 

@@ -28,13 +28,13 @@ LOCAL_PLUGIN = "def lrlab_register_models(register):\n    register('{name}', {na
 
 
 def test_discovered_through_the_real_entry_point():
-    assert "ray" in {ep.name for ep in entry_points(group="lrlab")}
-    assert entry_point("ray").load() is lrlab_ray
+    assert "lrlab-ray" in {ep.name for ep in entry_points(group="lrlab")}
+    assert entry_point("lrlab-ray").load() is lrlab_ray
     host = load_plugins()  # only what is installed
-    info = host.info["ray"]
+    info = host.info["lrlab-ray"]
     assert (info.source, info.version) == ("entry point", lrlab_ray.__version__)
     assert info.registered == ["executor:ray"]
-    assert host.registry.get("executor", "ray").plugin == "ray"
+    assert host.registry.get("executor", "ray").plugin == "lrlab-ray"
     listed = CliRunner().invoke(app, ["list", "executor"])
     assert listed.exit_code == 0, listed.output
     assert "ray(address=''" in listed.output
@@ -72,7 +72,7 @@ def test_a_worker_loads_the_drivers_plugins(tmp_path, monkeypatch):
     assert spec.local_files == (LocalFile(str(local), (local / "lrlab_plugins.py")
                                           .read_text()),)
     assert "builtin.vectorized" in spec.blocked
-    assert "ray" in spec.entry_points
+    assert "lrlab-ray" in spec.entry_points
     assert spec.skipped == ("api-plugin",)
     worker = build_host(spec)
     assert set(worker.info) == set(driver.info) - {"api-plugin"}
