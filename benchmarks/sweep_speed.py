@@ -247,6 +247,52 @@ def load() -> str:
         return "n/a"
 
 
+# -- where (C)'s time goes -------------------------------------------------------------------
+
+
+def breakdown(grid: Grid, lrs, seeds, device, out: str) -> dict[str, float]:
+    """One extra, untimed (C) run with timers around its parts: seconds per part."""
+    from lrlab.results import ResultStore
+    from lrlab.vectorized.optim import BatchedOptimizer
+    from lrlab.vectorized.stacked import StackedModel
+
+    spent: dict[str, float] = {}
+    originals = []
+
+    def timed(owner, name, part, split_first=False):
+        func = getattr(owner, name)
+        originals.append((owner, name, func))
+
+        def wrapper(self, *args, **kwargs):
+            sync(device)
+            start = time.perf_counter()
+            before = len(getattr(self, "_traces", ()))
+            try:
+                return func(self, *args, **kwargs)
+            finally:
+                sync(device)
+                key = part
+                if split_first and len(getattr(self, "_traces", ())) > before:
+                    key = "tracing the step (make_fx)"
+                spent[key] = spent.get(key, 0.0) + time.perf_counter() - start
+
+        setattr(owner, name, wrapper)
+
+    timed(StackedModel, "grads", "forward + backward (vmap of grad)", split_first=True)
+    timed(BatchedOptimizer, "step", "optimizer update")
+    timed(StackedModel, "evaluate", "clean evaluation (train, val, test)")
+    timed(ResultStore, "add", "storing results (Parquet, per run)")
+    try:
+        start = time.perf_counter()
+        way_lrlab("vectorized", grid, lrs, seeds, device, out, "breakdown")
+        spent["everything else"] = time.perf_counter() - start - sum(spent.values())
+        spent["total"] = time.perf_counter() - start
+    finally:
+        for owner, name, func in originals:
+            setattr(owner, name, func)
+    return spent
+
+
 # -- main ----------------------------------------------------------------------------------
 
 
@@ -260,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=2, help="seeds per learning rate")
     parser.add_argument("--ways", default="ABC", help="which ways to run")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="after timing, run (C) once more and say where its time goes")
     args = parser.parse_args(argv)
 
     if args.threads:
@@ -320,18 +368,27 @@ def main(argv: list[str] | None = None) -> int:
             samples = work[key] * split.sizes()[0] / wall
             rows.append((grid.name, ways[key][0], wall, samples,
                          base / wall if base else float("nan"), flops / wall / 1e9,
-                         100 * flops / wall / peak, accs[key], util.get(key, "")))
+                         accs[key], util.get(key, "")))
 
-    print(f"\nload average after: {load()}\n")
+    print(f"\nload average after: {load()}")
+    peak = max(peak, matmul_peak(device))  # the machine's best, in case of a busy moment
+    print(f"dense fp32 matmul again: best {peak / 1e9:.1f} GFLOP/s\n")
     util_col = device.type == "cuda"
     head = ("| grid | way | wall s | samples/s | vs A | GFLOP/s | % of mm peak | mean val acc |"
             + (" GPU util |" if util_col else ""))
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
-    for g, w, wall, sps, ratio, gflops, pct, acc, u in rows:
+    for g, w, wall, sps, ratio, gflops, acc, u in rows:
         print(f"| {g} | {w} | {wall:.2f} | {sps:,.0f} | {ratio:.1f}x | {gflops:.1f} | "
-              f"{pct:.0f}% | {acc:.3f} |" + (f" {u} |" if util_col else ""))
+              f"{100 * gflops * 1e9 / peak:.0f}% | {acc:.3f} |" + (f" {u} |" if util_col else ""))
     print(f"\n(mm peak: {peak / 1e9:.1f} GFLOP/s fp32 on {device}; {machine()})")
+    if args.breakdown:
+        for name in args.grids.split(","):
+            parts = breakdown(grids[name], lrs, seeds, device, out)
+            total = parts.pop("total")
+            print(f"\nwhere (C)'s {total:.2f} s go on {grids[name].name}:")
+            for part, seconds in sorted(parts.items(), key=lambda kv: -kv[1]):
+                print(f"  {part:40s} {seconds:6.2f} s  {100 * seconds / total:4.0f}%")
     return 0
 
 

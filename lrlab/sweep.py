@@ -18,7 +18,7 @@ import traceback
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +31,12 @@ from lrlab.config import (
     SweepConfig,
     build_config,
     expand,
-    keyword_matcher,
     run_key,
 )
 from lrlab.engine import resolve_device
 from lrlab.errors import PluginError, UsageError
 from lrlab.executors import Context
+from lrlab.keywords import keyword_matcher
 from lrlab.plugins import Plugins, load_plugins
 from lrlab.results import ResultStore, RunResult
 from lrlab.verdicts import VERDICTS, Flag, summary_line, worst
@@ -140,7 +140,7 @@ def manifest(config: SweepConfig, host: Plugins, context: Context) -> dict[str, 
         "plugins": [{"name": i.name, "source": i.source, "version": i.version}
                     for i in host.info.values()],
         "split_sizes": sizes,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -212,7 +212,7 @@ def execute(prepared: Prepared, *, fresh: bool = False, exitfirst: bool = False,
     if not runs.empty:
         runs = runs.sort_values("run_id", key=lambda s: s.map(order)).reset_index(drop=True)
     info = manifest(config, host, context)
-    info.update(finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    info.update(finished=datetime.now(UTC).isoformat(timespec="seconds"),
                 wall_s=round(time.perf_counter() - start, 3), notes=context.notes)
     store.write_manifest(info)
     host.call("lrlab_sweep_end", config=config, runs=runs, history=history)

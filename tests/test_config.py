@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from lrlab.config import build_config, expand, keyword_matcher
+from lrlab.config import build_config, expand
 from lrlab.errors import UsageError
+from lrlab.keywords import keyword_matcher
 from lrlab.registry import Spec, parse_spec
 
 

@@ -181,16 +181,18 @@ def test_a_plugin_error_in_one_member_leaves_the_others_alone(out):
     assert runs.loc["mlp(width=32)-lr0.01-ep3-none-s0", "epochs_run"] == 3
 
 
-def test_the_step_is_traced_once_per_shape():
+def test_the_step_is_traced_once_per_shape_and_agrees_with_eager_vmap():
     torch.manual_seed(0)
     models = [nn.Sequential(nn.Flatten(), nn.Linear(4, 3)) for _ in range(2)]
     stacked = StackedModel(models, torch.nn.functional.cross_entropy)
     x, y = torch.randn(2, 5, 1, 2, 2), torch.randint(0, 3, (2, 5))
-    eager = stacked._flat_grads(stacked.flat, stacked.buffers, x, y)
-    assert torch.allclose(stacked.grads(x, y), eager)
+    eager = stacked.grads(x, y, trace=False)
+    assert stacked.traced is None and not stacked._traces
+    assert all(torch.allclose(a, b) for a, b in zip(stacked.grads(x, y), eager, strict=True))
     assert stacked.traced is True
+    stacked.grads(x, y)
     stacked.grads(x[:, :3], y[:, :3])
-    assert len(stacked._steps) == 2
+    assert len(stacked._traces) == 2
 
 
 OPTIMIZERS = [
@@ -221,10 +223,12 @@ def test_batched_optimizers_follow_torch_optim(cls, kwargs):
         expected.append(p.detach())
     described = [describe(cls([nn.Parameter(torch.zeros(1))], lr=lrs[m], **kw))
                  for m, kw in enumerate(kwargs)]
-    batched = BatchedOptimizer(described[0][0], [d[1] for d in described], torch.device("cpu"))
+    batched = BatchedOptimizer(described[0][0], [d[1] for d in described], [15, 5],
+                               torch.device("cpu"))
     params = start.clone()
-    for g in grads:
-        batched.step(params, g.clone(), torch.tensor(lrs, dtype=torch.float64)[:, None])
+    for g in grads:  # two chunks, as two parameter tensors would be
+        batched.step(list(params.split([15, 5], dim=1)), list(g.clone().split([15, 5], dim=1)),
+                     torch.tensor(lrs, dtype=torch.float64)[:, None])
     torch.testing.assert_close(params, torch.stack(expected), rtol=1e-6, atol=1e-7)
 
 

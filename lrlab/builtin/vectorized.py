@@ -91,6 +91,8 @@ class VectorizedExecutor:
                 return AUTO_RANDOM.format(what=what)
             if flag:
                 self.say(context, RANDOM.format(what=what))
+        if self.auto and context.settings.amp and context.device.type == "cuda":
+            return "bfloat16 autocast rounds batched and single matmuls differently"
         return plan
 
     def say(self, context: Context, text: str) -> None:

@@ -55,27 +55,51 @@ def describe(optimizer: torch.optim.Optimizer) -> tuple[OptimKind, dict[str, flo
 
 
 class BatchedOptimizer:
-    """One optimizer for ``W`` members, each a row of the flat parameter tensor."""
+    """One optimizer for ``W`` members; each parameter tensor is a chunk ``(W, size)``.
 
-    def __init__(self, kind: OptimKind, hypers: list[dict[str, float]],
+    The parameters are handed in as a list of chunks (views into the members' flat
+    parameter rows), the gradients as a matching list; each update is a few
+    ``torch._foreach_*`` calls over the chunks, with a member's hyperparameters as a
+    ``(W, 1)`` column that broadcasts along its row. The state is kept flat ``(W, P)``
+    (chunked the same way), so finished members can be dropped by row.
+    """
+
+    def __init__(self, kind: OptimKind, hypers: list[dict[str, float]], sizes: list[int],
                  device: torch.device) -> None:
         self.kind = kind
         self.steps = 0  # steps taken: the same for every member (they step together)
+        self.sizes = sizes
         self.hyper = {k: torch.tensor([[h[k]] for h in hypers], dtype=torch.float64,
                                       device=device) for k in hypers[0]}
-        self.state: dict[str, torch.Tensor] = {}
-        self._cols: dict[str, torch.Tensor] = {}
+        self.state: dict[str, torch.Tensor] = {}  # name -> (W, P)
+        self.chunks: dict[str, list[torch.Tensor]] = {}  # name -> views of its chunks
         self._refresh()
 
     def _refresh(self) -> None:
-        """float32 copies of the per-member hyperparameters, as torch casts Python floats."""
-        self._cols = {k: v.float() for k, v in self.hyper.items()}
+        """float32 columns of the per-member hyperparameters (torch casts Python floats to
+        the parameters' dtype), repeated once per chunk for the foreach calls."""
+        cols = {k: v.float() for k, v in self.hyper.items()}
         self.any_decay = bool((self.hyper["weight_decay"] != 0).any())
         if self.kind.name == "sgd":
             self.any_momentum = bool((self.hyper["momentum"] != 0).any())
         else:
-            self._cols["one_minus_beta1"] = (1 - self.hyper["beta1"]).float()
-            self._cols["one_minus_beta2"] = (1 - self.hyper["beta2"]).float()
+            cols["one_minus_beta1"] = (1 - self.hyper["beta1"]).float()
+            cols["one_minus_beta2"] = (1 - self.hyper["beta2"]).float()
+        self.cols = {k: self.per_chunk(v) for k, v in cols.items()}
+        self.chunks = {k: self.split(v) for k, v in self.state.items()}
+
+    def per_chunk(self, column: torch.Tensor) -> list[torch.Tensor]:
+        return [column] * len(self.sizes)
+
+    def split(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        return list(flat.split(self.sizes, dim=1))
+
+    def _state(self, name: str, chunks: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The state ``name``, created from ``chunks`` (copied) on first use."""
+        if name not in self.state:
+            self.state[name] = torch.cat(chunks, dim=1)
+            self.chunks[name] = self.split(self.state[name])
+        return self.chunks[name]
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep only the members at ``rows`` (in that order)."""
@@ -89,9 +113,10 @@ class BatchedOptimizer:
             v[rows] = 0
 
     @torch.no_grad()
-    def step(self, params: torch.Tensor, grads: torch.Tensor, lr: torch.Tensor) -> None:
-        """Update ``params`` (W, P) in place from ``grads`` (W, P) at learning rates ``lr``
-        (W, 1) float64."""
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor],
+             lr: torch.Tensor) -> None:
+        """Update the chunks ``params`` in place from ``grads`` at learning rates ``lr``
+        (a float64 column ``(W, 1)``)."""
         self.steps += 1
         if self.kind.name == "sgd":
             self._sgd(params, grads, lr)
@@ -100,65 +125,67 @@ class BatchedOptimizer:
         else:
             self._radam(params, grads, lr)
 
-    def _sgd(self, p: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
-        cols = self._cols
-        if self.any_decay:
-            g = torch.addcmul(g, p, cols["weight_decay"])  # grad.add(param, alpha=wd)
+    def _sgd(self, p, g, lr) -> None:
+        cols = self.cols
+        if self.any_decay:  # grad.add(param, alpha=weight_decay)
+            g = torch._foreach_addcmul(g, p, cols["weight_decay"])
         if self.any_momentum:
-            buf = self.state.get("momentum_buffer")
-            if buf is None:
-                buf = self.state["momentum_buffer"] = g.detach().clone()
-            else:
-                buf.mul_(cols["momentum"]).add_(g)
-            g = torch.addcmul(g, buf, cols["momentum"]) if self.kind.nesterov else buf
-        p.addcmul_(g, (-lr).float())  # param.add_(grad, alpha=-lr)
+            first = "momentum_buffer" not in self.state
+            buf = self._state("momentum_buffer", g)  # buf = grad.clone() at the first step
+            if not first:  # buf.mul_(momentum).add_(grad)
+                torch._foreach_mul_(buf, cols["momentum"])
+                torch._foreach_add_(buf, g)
+            g = torch._foreach_addcmul(g, buf, cols["momentum"]) if self.kind.nesterov else buf
+        torch._foreach_addcmul_(p, g, self.per_chunk((-lr).float()))  # add_(g, alpha=-lr)
 
-    def _moments(self, p: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
-        """Weight decay and the two moment updates shared by Adam and RAdam; returns the
-        gradient as used."""
-        cols = self._cols
+    def _moments(self, p, g, lr):
+        """Weight decay and the moment updates shared by Adam and RAdam."""
+        cols = self.cols
         if self.any_decay:
-            if self.kind.decoupled:
-                p.mul_((1 - lr * self.hyper["weight_decay"]).float())
+            if self.kind.decoupled:  # param.mul_(1 - lr * weight_decay)
+                torch._foreach_mul_(p, self.per_chunk(
+                    (1 - lr * self.hyper["weight_decay"]).float()))
             else:
-                g = torch.addcmul(g, p, cols["weight_decay"])
-        if "exp_avg" not in self.state:
-            self.state["exp_avg"] = torch.zeros_like(p)
-            self.state["exp_avg_sq"] = torch.zeros_like(p)
-        self.state["exp_avg"].lerp_(g, cols["one_minus_beta1"])
+                g = torch._foreach_addcmul(g, p, cols["weight_decay"])
+        exp_avg = self._state("exp_avg", [torch.zeros_like(c) for c in p])
+        exp_avg_sq = self._state("exp_avg_sq", [torch.zeros_like(c) for c in p])
+        torch._foreach_lerp_(exp_avg, g, cols["one_minus_beta1"])
         # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2), same rounding order
-        self.state["exp_avg_sq"].mul_(cols["beta2"]).addcmul_(g * cols["one_minus_beta2"], g)
-        return g
+        torch._foreach_mul_(exp_avg_sq, cols["beta2"])
+        torch._foreach_addcmul_(exp_avg_sq, torch._foreach_mul(g, cols["one_minus_beta2"]), g)
+        return exp_avg, exp_avg_sq
 
-    def _adam(self, p: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
-        self._moments(p, g, lr)
+    def _adam(self, p, g, lr) -> None:
+        exp_avg, exp_avg_sq = self._moments(p, g, lr)
         h, step = self.hyper, self.steps
         bias_correction1 = 1 - h["beta1"] ** step
         bias_correction2_sqrt = (1 - h["beta2"] ** step) ** 0.5
         step_size = lr / bias_correction1
-        denom = (self.state["exp_avg_sq"].sqrt() / bias_correction2_sqrt.float()) \
-            .add_(self._cols["eps"])
-        # param.addcdiv_(exp_avg, denom, value=-step_size): value * exp_avg / denom
-        p.add_(self.state["exp_avg"] * (-step_size).float() / denom)
+        # denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+        denom = torch._foreach_sqrt(exp_avg_sq)
+        torch._foreach_div_(denom, self.per_chunk(bias_correction2_sqrt.float()))
+        torch._foreach_add_(denom, self.cols["eps"])
+        # param.addcdiv_(exp_avg, denom, value=-step_size) computes value * exp_avg / denom
+        update = torch._foreach_mul(exp_avg, self.per_chunk((-step_size).float()))
+        torch._foreach_div_(update, denom)
+        torch._foreach_add_(p, update)
 
-    def _radam(self, p: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
-        self._moments(p, g, lr)
+    def _radam(self, p, g, lr) -> None:
+        exp_avg, exp_avg_sq = self._moments(p, g, lr)
         h, step = self.hyper, self.steps
         beta2 = h["beta2"]
-        bias_correction1 = 1 - h["beta1"] ** step
+        bias_correction1 = (1 - h["beta1"] ** step).float()
         bias_correction2 = 1 - beta2 ** step
-        corrected = self.state["exp_avg"] / bias_correction1.float()
         rho_inf = 2 / (1 - beta2) - 1
         rho_t = rho_inf - 2 * step * (beta2 ** step) / bias_correction2
-        plain = corrected * lr.float()
         rectified = rho_t > 5.0
-        if bool(rectified.any()):
-            rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
-                    / ((rho_inf - 4) * (rho_inf - 2) * rho_t)).clamp(min=0) ** 0.5
-            adaptive = self.state["exp_avg_sq"].sqrt().add_(self._cols["eps"]).reciprocal() \
-                * (bias_correction2 ** 0.5).float()
-            update = torch.where(rectified, plain * adaptive * rect.float(), plain)
-        else:
-            update = plain
-        p.sub_(update)
-
+        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
+                / ((rho_inf - 4) * (rho_inf - 2) * rho_t)).clamp(min=0) ** 0.5
+        any_rectified = bool(rectified.any())
+        for param, avg, avg_sq in zip(p, exp_avg, exp_avg_sq, strict=True):
+            plain = avg / bias_correction1 * lr.float()  # bias-corrected exp_avg * lr
+            if any_rectified:
+                adaptive = avg_sq.sqrt().add_(self.cols["eps"][0]).reciprocal() \
+                    * (bias_correction2 ** 0.5).float()
+                plain = torch.where(rectified, plain * adaptive * rect.float(), plain)
+            param.sub_(plain)

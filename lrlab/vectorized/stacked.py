@@ -10,7 +10,6 @@ under ``torch.inference_mode()``.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from collections.abc import Callable
@@ -60,6 +59,16 @@ class StackedModel:
         state.update({n: b[index] for n, b in self.buffers.items()})
         return state
 
+    @property
+    def flat(self) -> torch.Tensor:
+        """The parameters: one row of ``P`` numbers per member."""
+        return self._flat
+
+    @flat.setter
+    def flat(self, value: torch.Tensor) -> None:
+        self._flat = value
+        self.chunks = list(value.split(self.sizes, dim=1))  # (W, size) per parameter
+
     def select(self, rows: torch.Tensor) -> None:
         """Keep only the members at ``rows`` (in that order)."""
         self.flat = self.flat[rows]
@@ -72,10 +81,10 @@ class StackedModel:
             logits = functional_call(self.template, (params, buffers), (x,))
         return self.loss_fn(logits.float(), y)
 
-    def _flat_grads(self, flat, buffers, x, y):
+    def _grads(self, flat, buffers, x, y):
         grads = vmap(grad(self._loss), randomness=self.randomness)(self.views(flat), buffers,
                                                                     x, y)
-        return torch.cat([grads[n].reshape(flat.shape[0], -1) for n in self.names], dim=1)
+        return [grads[n].reshape(flat.shape[0], -1) for n in self.names]
 
     def _run(self, kind: str, fn: Callable, args: tuple, trace: bool):
         """``fn(*args)``, through a graph of aten ops traced by make_fx and cached per input
@@ -89,21 +98,20 @@ class StackedModel:
                 return fn(*inputs)
 
             try:
-                with (torch.inference_mode(False), torch.no_grad()) if kind == "eval" \
-                        else contextlib.nullcontext():
-                    traced = make_fx(plain, tracing_mode="fake")(*args)
+                traced = simplify(make_fx(plain, tracing_mode="fake")(*args))
                 self.traced = True
             except Exception:  # a model make_fx cannot trace still runs under eager vmap
                 traced, self.traced = fn, False
             if self.compile:
                 traced = torch.compile(traced, dynamic=False)
             self._traces[key] = traced
-        return (traced or fn)(*args)
+        return (fn if traced is None else traced)(*args)
 
-    def grads(self, x: torch.Tensor, y: torch.Tensor, trace: bool = True) -> torch.Tensor:
-        """Every member's gradient ``(W, P)`` of its mean loss on its batch ``x[w], y[w]``."""
+    def grads(self, x: torch.Tensor, y: torch.Tensor, trace: bool = True) -> list[torch.Tensor]:
+        """Every member's gradient of its mean loss on its batch ``x[w], y[w]``, one
+        ``(W, size)`` tensor per parameter (the layout of :attr:`chunks`)."""
         self.template.train()
-        return self._run("train", self._flat_grads, (self.flat, self.buffers, x, y), trace)
+        return self._run("train", self._grads, (self.flat, self.buffers, x, y), trace)
 
     # -- evaluation ------------------------------------------------------------------------
 
@@ -113,30 +121,23 @@ class StackedModel:
 
         return vmap(one, in_dims=(0, 0, None))(self.views(flat), buffers, x)
 
-    def evaluate(self, flat: torch.Tensor, buffers: dict[str, torch.Tensor], x: torch.Tensor,
-                 y: torch.Tensor, batch_size: int, trace: bool = False,
-                 ) -> tuple[list[float], list[float]]:
-        """Mean loss and accuracy of each row of ``flat`` on ``(x, y)``, in eval mode, in
-        batches of ``batch_size`` samples (the full ones traced when ``trace``)."""
-        was_training = self.template.training
-        self.template.eval()
-        try:
-            return self._evaluate(flat, buffers, x, y, batch_size, trace)
-        finally:
-            self.template.train(was_training)
-
     @torch.inference_mode()
-    def _evaluate(self, flat, buffers, x, y, batch_size, trace):
+    def evaluate(self, flat: torch.Tensor, buffers: dict[str, torch.Tensor], x: torch.Tensor,
+                 y: torch.Tensor, batch_size: int) -> tuple[list[float], list[float]]:
+        """Mean loss and accuracy of each row of ``flat`` on ``(x, y)``, in eval mode, in
+        batches of ``batch_size`` samples (eager vmap: tracing it gains nothing measurable,
+        the batched matmuls dominate)."""
+        self.template.eval()
         width = flat.shape[0]
         losses = vmap(self.loss_fn, in_dims=(0, None))
         total = torch.zeros(width, device=x.device, dtype=torch.float64)
         correct = torch.zeros(width, device=x.device, dtype=torch.long)
         for start in range(0, len(y), batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-            full = trace and len(yb) == batch_size
-            logits = self._run("eval", self._logits, (flat, buffers, xb), full).float()
+            logits = self._logits(flat, buffers, xb).float()
             total += losses(logits, yb).double() * len(yb)
             correct += (logits.argmax(-1) == yb).sum(-1)
+        self.template.train()
         n = len(y)
         return (total / n).tolist(), [c / n for c in correct.tolist()]
 
@@ -169,9 +170,54 @@ def check_vmap(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Te
     try:
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
             stacked.template.train()
-            stacked._flat_grads(stacked.flat, stacked.buffers, xb, yb)
+            stacked._grads(stacked.flat, stacked.buffers, xb, yb)
             stacked.evaluate(stacked.flat, stacked.buffers, x, y, len(y))
     except Exception as exc:  # any failure means: train this group one run at a time
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return f"vmap cannot run the model ({type(exc).__name__}: {text[:120]})"
     return None
+
+
+VIEWS = ("view.default", "_unsafe_view.default", "expand.default", "alias.default",
+         "transpose.int", "unsqueeze.default", "squeeze.dims", "squeeze.dim", "t.default")
+
+
+def simplify(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Drop the no-op nodes of a traced graph: a chain of views that ends where it began
+    (same shape, strides and offset: ``view`` to the same shape, ``expand`` to the same
+    size, a transpose undone) and ``x * 1``. Each node costs a dispatch per step."""
+    if any(n.op == "call_function" and str(n.target).split(".")[-2].endswith("_")
+           for n in gm.graph.nodes if "." in str(n.target)):
+        return gm  # in-place ops: aliasing matters, leave the graph as traced
+
+    def layout(node):
+        val = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
+        if not isinstance(val, torch.Tensor):
+            return None
+        return tuple(val.shape), val.stride(), val.storage_offset(), val.dtype
+
+    def is_view(node):
+        return node.op == "call_function" and str(node.target).removeprefix("aten.") in VIEWS
+
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or not node.args:
+            continue
+        mine = layout(node)
+        if mine is None:
+            continue
+        if str(node.target) == "aten.mul.Scalar" and node.args[1] == 1 \
+                and layout(node.args[0]) is not None \
+                and layout(node.args[0])[0] == mine[0] and layout(node.args[0])[3] == mine[3]:
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+            continue
+        source = node
+        while is_view(source) and isinstance(source.args[0], torch.fx.Node):
+            source = source.args[0]
+            if layout(source) == mine:
+                node.replace_all_uses_with(source)
+                gm.graph.erase_node(node)
+                break
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return gm
