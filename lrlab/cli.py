@@ -75,6 +75,8 @@ def sweep(
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore stored results: start over.")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the models.")] = False,
     amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (bfloat16) on CUDA.")] = False,
+    threads: Annotated[Optional[int], _axis("CPU threads per run [default: 0 = one for small "
+                                            "models, else torch's default].")] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only the last line.")] = False,
 ) -> None:
     """Run a grid of trainings and judge each run: ok, overfit, underfit, diverged, error."""
@@ -88,7 +90,7 @@ def sweep(
                  "seeds": seeds, "name": name, "out": out, "executor": executor,
                  "device": device, "split": split, "data_root": data_root,
                  "download": download or None, "compile": compile or None,
-                 "amp": amp or None}
+                 "amp": amp or None, "threads": threads}
     if threshold:
         overrides["thresholds"] = _thresholds(threshold)
     cwd = Path.cwd()

@@ -58,6 +58,7 @@ SETTINGS = {
     "eval_batch_size": "batch size of the clean evaluations",
     "compile": "torch.compile the models",
     "amp": "automatic mixed precision on CUDA",
+    "threads": "CPU threads per run (0: one for small models, else torch's default)",
 }
 KEYS = set(AXES) | set(SETTINGS)
 
@@ -110,6 +111,7 @@ class SweepConfig:
     eval_batch_size: int = 4096
     compile: bool = False
     amp: bool = False
+    threads: int = 0
     source: str | None = None  # the sweep file, if any
     command_line: str = ""
     # an LR range test run for lr "auto", waiting to be stored when the sweep starts
@@ -125,7 +127,7 @@ class SweepConfig:
                 "device": self.device, "executor": str(self.executor),
                 "data_root": self.data_root, "download": self.download,
                 "eval_batch_size": self.eval_batch_size, "compile": self.compile,
-                "amp": self.amp}
+                "amp": self.amp, "threads": self.threads}
 
     def grid_strings(self) -> dict[str, list[Any]]:
         out = {}
@@ -297,6 +299,9 @@ def build_config(sweep_file: Path | None = None, overrides: dict[str, Any] | Non
     cfg.eval_batch_size = _number("eval_batch_size", merged.get("eval_batch_size", 4096), int)
     cfg.compile = bool(merged.get("compile", False))
     cfg.amp = bool(merged.get("amp", False))
+    cfg.threads = _number("threads", merged.get("threads", 0), int)
+    if cfg.threads < 0:
+        raise UsageError(f"threads must be >= 0, got {cfg.threads}")
     return cfg
 
 

@@ -51,7 +51,8 @@ class Context:
         return TrainSettings(device=self.device,
                              eval_batch_size=self.config.eval_batch_size,
                              thresholds=dict(self.config.thresholds),
-                             compile=self.config.compile, amp=self.config.amp)
+                             compile=self.config.compile, amp=self.config.amp,
+                             threads=self.config.threads)
 
     def data(self, run: Run) -> Split:
         """The run's dataset, split and on the device; loaded once per sweep."""

@@ -155,3 +155,22 @@ def test_device_auto_takes_cuda_only_when_present(monkeypatch):
 def test_device_auto_is_cpu_here(out):
     result = lrlab.run_sweep(out=out, lr=0.1, epochs=1, augment="none", report=False)
     assert result.runs.iloc[0]["device"] == "cpu"
+
+
+def test_small_cpu_runs_use_one_thread_and_restore_the_setting():
+    from lrlab.engine import cpu_threads
+
+    before = torch.get_num_threads()
+    small = torch.nn.Linear(64, 10)
+    big = torch.nn.Linear(4096, 4096)
+    seen = {}
+    with cpu_threads(small, 32, torch.device("cpu"), 0):
+        seen["small"] = torch.get_num_threads()
+    torch.set_num_threads(2)
+    with cpu_threads(big, 128, torch.device("cpu"), 0):
+        seen["big"] = torch.get_num_threads()
+    with cpu_threads(small, 32, torch.device("cpu"), 3):
+        seen["asked"] = torch.get_num_threads()
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(before)
+    assert seen == {"small": 1, "big": 2, "asked": 3}
