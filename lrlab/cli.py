@@ -75,7 +75,7 @@ def sweep(
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore stored results: start over.")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the models.")] = False,
     amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (bfloat16) on CUDA.")] = False,
-    threads: Annotated[Optional[int], _axis("CPU threads per run [default: 0 = one for small "
+    threads: Annotated[int | None, _axis("CPU threads per run [default: 0 = one for small "
                                             "models, else torch's default].")] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only the last line.")] = False,
 ) -> None:
