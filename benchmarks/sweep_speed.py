@@ -1,6 +1,6 @@
 """How fast does a learning-rate sweep run? Three ways, one process, in alternation.
 
-    python benchmarks/sweep_speed.py                  # digits + MNIST-sized grid, 3 reps
+    python benchmarks/sweep_speed.py                  # digits (5 reps) + MNIST-sized (3 reps)
     python benchmarks/sweep_speed.py --quick          # 1 rep, fewer epochs (a smoke test)
     python benchmarks/sweep_speed.py --device cuda    # on a GPU
 
@@ -12,9 +12,11 @@ The same grid (learning rates x seeds, an MLP, SGD with momentum 0.9) is trained
   (B) by lrlab's local executor (``lrlab.run_sweep(executor="local")``);
   (C) by lrlab's vectorized executor (``executor="vectorized"``).
 (B) and (C) are timed end to end through ``run_sweep``: plugin loading, the split,
-training, verdicts and writing the result tables (no HTML report). Every way is run once
-untimed on a tiny grid first, so one-time costs (imports, lazy initialization) are paid
-before the clock starts. The datasets: scikit-learn's digits (overhead-bound: 8x8
+training, verdicts and writing the result tables (no HTML report); lrlab's stop on
+divergence is switched off so every way trains every epoch of every run. Every way is
+run once untimed on a small grid first, so one-time costs (imports, lazy initialization)
+are paid before the clock starts; then the ways alternate, in a rotating order. On CUDA
+the clock is read after ``torch.cuda.synchronize()``. The datasets: scikit-learn's digits (overhead-bound: 8x8
 images, batch 32) and an MNIST-sized tensor set generated here (70,000 x 784, 10
 classes, from class-conditional Gaussians in a 16-d latent space pushed through a random
 projection and a sigmoid, so validation accuracy is meaningful; no download).
@@ -22,22 +24,28 @@ projection and a sigmoid, so validation accuracy is meaningful; no download).
 Printed: wall time (median over reps), training samples per second, the speed-up over
 (A), achieved FLOP/s (forward + backward + evaluation matmul FLOPs of the MLP per second)
 next to the dense fp32 matmul throughput this script measures with ``torch.mm`` on the
-same device, and each way's mean final validation accuracy. The table is Markdown, ready
-for benchmarks/README.md.
+same device, and each way's mean final validation accuracy (and on CUDA the GPU
+utilization, where pynvml is installed). The table is Markdown, ready for
+benchmarks/README.md. ``--breakdown`` then runs (C) once more with timers around its
+parts and prints where its time goes.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -58,16 +66,17 @@ class Grid:
     dataset: str
     batch_size: int
     epochs: int
+    reps: int = 3  # timed repetitions of each way (the median is reported)
 
 
 # -- data ---------------------------------------------------------------------------------
 
 
+@functools.cache
 def mnist_sized(n: int = 70_000, seed: int = 0) -> Data:
     """70,000 images of 1x28x28 in 10 classes: learnable, not trivially separable."""
     gen = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 10
-    y = y[torch.randperm(n, generator=gen)]
+    y = (torch.arange(n) % 10)[torch.randperm(n, generator=gen)]
     means = torch.randn(10, 16, generator=gen) * 1.1
     z = means[y] + torch.randn(n, 16, generator=gen)
     proj = torch.randn(16, 784, generator=gen) / 4.0
@@ -78,27 +87,19 @@ def mnist_sized(n: int = 70_000, seed: int = 0) -> Data:
 class BenchData:
     """A plugin that lends lrlab the generated dataset (generated once per process)."""
 
-    cache: dict[str, Data] = {}
-
     @hookimpl
     def lrlab_register_datasets(self, register):
         def mnist_sized_factory(root: str) -> Data:
             """70,000 generated 28x28 images in 10 classes (see benchmarks/sweep_speed.py)."""
-            if "mnist" not in self.cache:
-                self.cache["mnist"] = mnist_sized()
-            return self.cache["mnist"]
+            return mnist_sized()
 
         register("mnist-sized", mnist_sized_factory)
 
 
 def load_split(dataset: str):
-    if dataset == "digits":
-        from lrlab.builtin.datasets import digits
+    from lrlab.builtin.datasets import digits
 
-        data = digits("data")
-    else:
-        data = BenchData().cache.setdefault("mnist", mnist_sized())
-    return stratified_split(data, SPLIT, 0)
+    return stratified_split(digits("data") if dataset == "digits" else mnist_sized(), SPLIT, 0)
 
 
 # -- (A) the plain PyTorch loop -----------------------------------------------------------
@@ -217,11 +218,58 @@ def total_flops(split, runs: int, epochs_run: int) -> float:
     return epochs_run * n_train * train + evals * forward
 
 
-def gpu_utilization(device: torch.device) -> str:
-    try:
-        return f"{torch.cuda.utilization(device)}%"
-    except Exception:  # needs pynvml
-        return "n/a"
+class GpuSampler:
+    """Mean GPU utilization while a way runs, polled every 0.2 s (needs pynvml)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.samples = device, []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self.stop.wait(0.2):
+            try:
+                self.samples.append(torch.cuda.utilization(self.device))
+            except Exception:  # no pynvml: nothing to report
+                return
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+
+    def mean(self) -> str:
+        return f"{statistics.mean(self.samples):.0f}%" if self.samples else "n/a"
+
+
+def time_grid(grid: Grid, ways, n_runs: int, device: torch.device) -> list[tuple]:
+    """Time every way ``grid.reps`` times, in rotating order; one table row per way."""
+    split = load_split(grid.dataset)
+    keys = list(ways)
+    times: dict[str, list[float]] = {k: [] for k in keys}
+    accs, work, util = {}, {}, {}
+    for rep in range(grid.reps):
+        for key in keys[rep % len(keys):] + keys[:rep % len(keys)]:
+            with GpuSampler(device) as sampler:
+                sync(device)
+                start = time.perf_counter()
+                accs[key], work[key] = ways[key][1](grid, f"r{rep}")
+                sync(device)
+                times[key].append(time.perf_counter() - start)
+            util[key] = sampler.mean()
+            print(f"  {grid.name} rep {rep} {ways[key][0]}: {times[key][-1]:.2f} s", flush=True)
+    base = statistics.median(times["A"]) if "A" in times else float("nan")
+    rows = []
+    for key in keys:
+        wall = statistics.median(times[key])
+        flops = total_flops(split, n_runs, work[key])
+        rows.append((grid.name, ways[key][0], wall, min(times[key]),
+                     work[key] * split.sizes()[0] / wall, base / wall, flops / wall / 1e9,
+                     accs[key], util[key]))
+    return rows
 
 
 def machine() -> str:
@@ -301,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--grids", default="digits,mnist", help="digits and/or mnist")
     parser.add_argument("--quick", action="store_true", help="1 rep, fewer epochs")
-    parser.add_argument("--reps", type=int, default=None, help="timed reps per way (3)")
+    parser.add_argument("--reps", type=int, default=None,
+                        help="timed reps per way (default: 5 on digits, 3 on mnist)")
     parser.add_argument("--lrs", type=int, default=8, help="learning rates in the grid")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per learning rate")
     parser.add_argument("--ways", default="ABC", help="which ways to run")
@@ -314,9 +363,13 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if args.device == "auto" else args.device))
-    reps = args.reps or (1 if args.quick else 3)
-    grids = {"digits": Grid("digits", "digits", 32, 4 if args.quick else 10),
-             "mnist": Grid("mnist-sized", "mnist-sized", 128, 1 if args.quick else 2)}
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda, but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    grids = {"digits": Grid("digits", "digits", 32, 4 if args.quick else 10,
+                            args.reps or (1 if args.quick else 5)),
+             "mnist": Grid("mnist-sized", "mnist-sized", 128, 1 if args.quick else 2,
+                           args.reps or (1 if args.quick else 3))}
     lrs = [round(10 ** (-3 + 2 * i / max(1, args.lrs - 1)), 6) for i in range(args.lrs)]
     seeds = list(range(args.seeds))
     ways = {"A": ("A plain loop", lambda g, tag: way_a(g, lrs, seeds, device)),
@@ -325,61 +378,35 @@ def main(argv: list[str] | None = None) -> int:
             "C": ("C lrlab vectorized", lambda g, tag: way_lrlab("vectorized", g, lrs, seeds,
                                                                   device, out, tag))}
     ways = {k: v for k, v in ways.items() if k in args.ways}
-    out = tempfile.mkdtemp(prefix="lrlab-bench-")
+    out = tempfile.mkdtemp(prefix=f"lrlab-bench-{os.getpid()}-")
     print(f"machine: {machine()}")
     print(f"load average before: {load()}")
     peak = matmul_peak(device)
     print(f"dense fp32 matmul (torch.mm) on {device}: {peak / 1e9:.1f} GFLOP/s")
     print(f"grid: {len(lrs)} learning rates {lrs[0]:g}..{lrs[-1]:g} x {len(seeds)} seeds, "
-          f"mlp(width={WIDTH}, depth={DEPTH}), sgd(momentum=0.9), {reps} rep(s)\n")
+          f"mlp(width={WIDTH}, depth={DEPTH}), sgd(momentum=0.9)\n")
 
-    # one-time costs (imports, lazy initialization) paid before any clock starts
-    warm = Grid("warmup", "digits", 32, 1)
+    # one-time costs (imports, lazy initialization, make_fx's first trace) paid before any
+    # clock starts: 4 epochs make the vectorized executor trace its step
+    warm = Grid("warmup", "digits", 32, 4)
     for key, (_, fn) in ways.items():
         fn(warm, "warm") if key == "A" else way_lrlab(
             "local" if key == "B" else "vectorized", warm, lrs[:2], [0], device, out, "warm")
 
     rows = []
     for name in args.grids.split(","):
-        grid = grids[name]
-        split = load_split(grid.dataset)
-        times: dict[str, list[float]] = {k: [] for k in ways}
-        accs: dict[str, float] = {}
-        work: dict[str, int] = {}
-        util: dict[str, str] = {}
-        keys = list(ways)
-        for rep in range(reps):
-            order = keys[rep % len(keys):] + keys[:rep % len(keys)]  # rotate the order
-            for key in order:
-                sync(device)
-                start = time.perf_counter()
-                accs[key], work[key] = ways[key][1](grid, f"r{rep}")
-                sync(device)
-                times[key].append(time.perf_counter() - start)
-                if device.type == "cuda":
-                    util[key] = gpu_utilization(device)
-                print(f"  {grid.name} rep {rep} {ways[key][0]}: {times[key][-1]:.2f} s",
-                      flush=True)
-        base = statistics.median(times["A"]) if "A" in times else None
-        n_runs = len(lrs) * len(seeds)
-        for key in keys:
-            wall = statistics.median(times[key])
-            flops = total_flops(split, n_runs, work[key])
-            samples = work[key] * split.sizes()[0] / wall
-            rows.append((grid.name, ways[key][0], wall, samples,
-                         base / wall if base else float("nan"), flops / wall / 1e9,
-                         accs[key], util.get(key, "")))
-
+        rows += time_grid(grids[name], ways, len(lrs) * len(seeds), device)
     print(f"\nload average after: {load()}")
     peak = max(peak, matmul_peak(device))  # the machine's best, in case of a busy moment
     print(f"dense fp32 matmul again: best {peak / 1e9:.1f} GFLOP/s\n")
     util_col = device.type == "cuda"
-    head = ("| grid | way | wall s | samples/s | vs A | GFLOP/s | % of mm peak | mean val acc |"
+    head = ("| grid | way | wall s (median) | best s | samples/s | vs A | GFLOP/s | % of mm peak "
+            "| mean val acc |"
             + (" GPU util |" if util_col else ""))
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
-    for g, w, wall, sps, ratio, gflops, acc, u in rows:
-        print(f"| {g} | {w} | {wall:.2f} | {sps:,.0f} | {ratio:.1f}x | {gflops:.1f} | "
+    for g, w, wall, best, sps, ratio, gflops, acc, u in rows:
+        print(f"| {g} | {w} | {wall:.2f} | {best:.2f} | {sps:,.0f} | {ratio:.1f}x | {gflops:.1f} | "
               f"{100 * gflops * 1e9 / peak:.0f}% | {acc:.3f} |" + (f" {u} |" if util_col else ""))
     print(f"\n(mm peak: {peak / 1e9:.1f} GFLOP/s fp32 on {device}; {machine()})")
     if args.breakdown:
@@ -393,4 +420,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    finally:  # the result tables (B) and (C) wrote are not needed afterwards
+        for folder in Path(tempfile.gettempdir()).glob(f"lrlab-bench-{os.getpid()}-*"):
+            shutil.rmtree(folder, ignore_errors=True)

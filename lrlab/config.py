@@ -49,7 +49,8 @@ SETTINGS = {
     "split": "train,val,test fractions of the dataset (stratified)",
     "split_seed": "seed of the train/val/test split (the same for every run)",
     "device": "auto, cpu or cuda (auto takes CUDA when present)",
-    "executor": "how runs are trained: local, vectorized, ... (a component)",
+    "executor": "how runs are trained: auto (vectorized where it gives the same answers, "
+                "else local), local, vectorized, or a plugin's",
     "data_root": "folder of downloadable datasets (MNIST, CIFAR-10)",
     "download": "allow torchvision to download missing datasets",
     "out": "folder that holds every sweep's results",
@@ -102,7 +103,7 @@ class SweepConfig:
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     split_seed: int = 0
     device: str = "auto"
-    executor: Spec = field(default_factory=lambda: Spec("local"))
+    executor: Spec = field(default_factory=lambda: Spec("auto"))
     data_root: str = "data"
     download: bool = False
     out: str = "reports"
@@ -287,7 +288,7 @@ def build_config(sweep_file: Path | None = None, overrides: dict[str, Any] | Non
     cfg.device = str(merged.get("device", "auto"))
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
         raise UsageError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
-    cfg.executor = parse_spec(merged.get("executor", "local"), "executor")
+    cfg.executor = parse_spec(merged.get("executor", "auto"), "executor")
     cfg.data_root = str(merged.get("data_root", "data"))
     cfg.download = bool(merged.get("download", False))
     cfg.out = str(merged.get("out", "reports"))

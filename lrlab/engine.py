@@ -37,10 +37,6 @@ class TrainSettings:
     amp: bool = False  # bfloat16 autocast on CUDA for the forward pass
     threads: int = 0  # CPU threads per run; 0: one for small models, else torch's default
 
-    @property
-    def diverge_factor(self) -> float:
-        return self.thresholds["diverge_factor"]
-
 
 @dataclass
 class Trained:
@@ -143,7 +139,7 @@ def _train(run: Run, model: torch.nn.Module, data: Split, registry: Registry,
     schedule = registry.build("schedule", run.schedule, optimizer, steps_per_epoch, run.epochs)
     augment = build_augment(registry, run, data.input_shape)
     stopper = registry.build("stopper", run.stopper)
-    forward = torch.compile(model) if settings.compile else model
+    forward = torch.compile(model, dynamic=False) if settings.compile else model
     autocast = settings.amp and device.type == "cuda"
 
     def clean_metrics() -> dict[str, float]:

@@ -24,7 +24,7 @@ def _executor_or_skip(name: str) -> None:
 
 def test_documented_order_on_the_local_executor(out):
     rec = HookRecorder()
-    result = run_tiny_sweep(rec, out=out, lr=[0.05, 0.1], report=True)
+    result = run_tiny_sweep(rec, out=out, lr=[0.05, 0.1], report=True, executor="local")
     a, b = result.runs["run_id"]
     per_run = lambda rid: [("lrlab_run_start", rid), ("lrlab_epoch_end", rid, 1),  # noqa: E731
                            ("lrlab_epoch_end", rid, 2), ("lrlab_diagnose", rid),

@@ -39,7 +39,7 @@ def assert_same_histories(local, vect):
     b = vect.history.sort_values(["run_id", "epoch"]).reset_index(drop=True)
     assert list(a.run_id) == list(b.run_id) and list(a.epoch) == list(b.epoch)
     assert np.array_equal(a.lr.values, b.lr.values)
-    for col in ("train_loss", "val_loss"):
+    for col in ("train_loss", "val_loss", "max_batch_loss"):
         np.testing.assert_allclose(b[col], a[col], rtol=1e-4, atol=1e-5, err_msg=col)
     for col in ("train_acc", "val_acc"):  # a near-tie may flip one sample's argmax
         np.testing.assert_allclose(b[col], a[col], atol=2.5e-3, err_msg=col)
@@ -52,7 +52,8 @@ def assert_same_histories(local, vect):
     assert (rb.error == "").all()
 
 
-def test_sgd_momentum_constant_matches_local(out):
+def test_sgd_momentum_constant_matches_local(out, monkeypatch):
+    monkeypatch.setattr(trainer, "TRACE_MIN_CALLS", 1)  # every batch shape through make_fx
     local, vect = both(out, optimizer="sgd(momentum=0.9)", lr=[0.01, 0.1], seeds=2)
     assert_same_histories(local, vect)
     assert len(vect.runs) == 4 and not vect.notes
@@ -108,8 +109,22 @@ class BatchNormModels:
             return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), 16),
                                  nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, num_classes))
 
+        def broken(input_shape, num_classes):
+            """A model whose forward pass raises."""
+            return Broken()
+
         register("bnmlp", bnmlp)
         register("dropmlp", dropmlp)
+        register("broken", broken)
+
+
+class Broken(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        raise RuntimeError("this model cannot run")
 
 
 def test_batchnorm_model_falls_back_to_local_and_says_so_once(out):
@@ -132,6 +147,14 @@ def test_dropout_is_vectorized_only_when_asked_and_noted(out):
     auto = lrlab.run_sweep(out=out / "a", executor="auto", plugins=[BatchNormModels()], **kw)
     local = lrlab.run_sweep(out=out / "l", executor="local", plugins=[BatchNormModels()], **kw)
     assert auto.history.drop(columns="wall_s").equals(local.history.drop(columns="wall_s"))
+
+
+def test_a_model_that_fails_gives_each_run_its_error_as_locally(out):
+    kw = {**TINY, "model": "broken", "lr": [0.01, 0.1], "epochs": 1}
+    result = lrlab.run_sweep(out=out, executor="vectorized", plugins=[BatchNormModels()], **kw)
+    assert list(result.runs.verdict) == ["error", "error"]
+    assert result.runs.error.str.contains("this model cannot run").all()
+    assert any("trained one at a time" in n for n in result.notes)
 
 
 def test_auto_vectorizes_plain_groups_and_keeps_augmented_ones_local(out, monkeypatch):
@@ -186,9 +209,11 @@ def test_the_step_is_traced_once_per_shape_and_agrees_with_eager_vmap():
     models = [nn.Sequential(nn.Flatten(), nn.Linear(4, 3)) for _ in range(2)]
     stacked = StackedModel(models, torch.nn.functional.cross_entropy)
     x, y = torch.randn(2, 5, 1, 2, 2), torch.randint(0, 3, (2, 5))
-    eager = stacked.grads(x, y, trace=False)
+    eager, eager_losses = stacked.grads(x, y, trace=False)
     assert stacked.traced is None and not stacked._traces
-    assert all(torch.allclose(a, b) for a, b in zip(stacked.grads(x, y), eager, strict=True))
+    traced, traced_losses = stacked.grads(x, y)
+    assert all(torch.allclose(a, b) for a, b in zip(traced, eager, strict=True))
+    assert torch.allclose(traced_losses, eager_losses) and eager_losses.shape == (2,)
     assert stacked.traced is True
     stacked.grads(x, y)
     stacked.grads(x[:, :3], y[:, :3])
@@ -267,3 +292,14 @@ def test_groups_split_by_structure_and_size():
     groups = VectorizedExecutor(auto=False, max_group=2).groups(runs, Ctx())
     assert [len(g) for g in groups] == [2, 1, 2, 1]
     assert all(len({str(r.optimizer) for r in g}) == 1 for g in groups)
+
+
+def test_a_run_that_blows_up_inside_its_first_epoch_is_diverged_as_on_local(out):
+    # lr 1 with momentum spikes the batch loss to ~40x its start, then the net dies at
+    # chance: the clean epoch loss alone would not show it
+    local, vect = both(out, optimizer="sgd(momentum=0.9)", lr=[0.01, 1.0], epochs=2,
+                       model="mlp", batch_size=32)
+    assert_same_histories(local, vect)
+    verdicts = vect.runs.set_index("lr")["verdict"]
+    assert verdicts[1.0] == "diverged" and verdicts[0.01] != "diverged"
+    assert "mini-batch loss" in vect.runs.set_index("lr").loc[1.0, "flags"]

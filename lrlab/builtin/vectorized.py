@@ -81,8 +81,13 @@ class VectorizedExecutor:
                          f"{tally['groups']} group(s), {tally['local']} one at a time")
 
     def plan(self, group: list[Run], context: Context) -> Plan | str:
-        data = context.data(group[0])
-        plan = plan_group(group, context.registry, data, group[0].batch_size, context.device)
+        """The group's plan, or why it is trained one run at a time."""
+        try:
+            data = context.data(group[0])
+            plan = plan_group(group, context.registry, data, group[0].batch_size,
+                              context.device)
+        except Exception as exc:  # the local executor turns it into each run's error
+            return f"preparing them together failed ({type(exc).__name__}: {exc})"
         if isinstance(plan, str):
             return plan
         for flag, what in ((plan.stochastic, "the model's dropout"),

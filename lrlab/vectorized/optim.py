@@ -1,10 +1,11 @@
 """Functional optimizers batched over a member dimension: SGD, Adam, AdamW, RAdam.
 
-Every member's parameters are one row of a flat ``(W, P)`` tensor; each optimizer
-updates all rows at once, with each member's own learning rate, momentum, betas, eps and
-weight decay as ``(W, 1)`` columns. The arithmetic follows torch.optim's single-tensor
-implementations operation by operation (the one CPU uses by default), so a member's
-trajectory matches what ``torch.optim`` gives it alone, within floating-point rounding.
+Each parameter tensor holds all ``W`` members' copies, seen here as a chunk ``(W, size)``;
+each optimizer updates every member at once with a few ``torch._foreach_*`` calls, with
+each member's own learning rate, momentum, betas, eps and weight decay as ``(W, 1)``
+columns. The arithmetic follows torch.optim's single-tensor implementations operation by
+operation (what CPU uses by default), so a member's trajectory is the one
+``torch.optim`` gives it alone: bit for bit on CPU, within rounding elsewhere.
 
 :func:`describe` reads which optimizer a run asked for from the optimizer its factory
 built (on a dummy parameter), so the hyperparameters are the ones torch would use.
@@ -72,6 +73,7 @@ class BatchedOptimizer:
         self.hyper = {k: torch.tensor([[h[k]] for h in hypers], dtype=torch.float64,
                                       device=device) for k in hypers[0]}
         self.state: dict[str, torch.Tensor] = {}  # name -> (W, P)
+        self.rectified_once = False  # RAdam: has any member's rho_t passed 5
         self.chunks: dict[str, list[torch.Tensor]] = {}  # name -> views of its chunks
         self._refresh()
 
@@ -181,7 +183,11 @@ class BatchedOptimizer:
         rectified = rho_t > 5.0
         rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
                 / ((rho_inf - 4) * (rho_inf - 2) * rho_t)).clamp(min=0) ** 0.5
-        any_rectified = bool(rectified.any())
+        # rho_t only grows with the step: once rectified, always (decided on the host, so
+        # a GPU is not synchronized every step)
+        if not self.rectified_once:
+            self.rectified_once = bool(rectified.any())
+        any_rectified = self.rectified_once
         for param, avg, avg_sq in zip(p, exp_avg, exp_avg_sq, strict=True):
             plain = avg / bias_correction1 * lr.float()  # bias-corrected exp_avg * lr
             if any_rectified:

@@ -58,7 +58,10 @@ def optimizer_kind(registry: Registry, run: Run) -> tuple[OptimKind, dict[str, f
 
 def group_key(registry: Registry, run: Run) -> tuple[Any, ...] | str:
     """What runs must share to be trained together, or why this run cannot be."""
-    described = optimizer_kind(registry, run)
+    try:
+        described = optimizer_kind(registry, run)
+    except Exception as exc:  # the local executor will report it as the run's error
+        return f"its optimizer failed to build ({type(exc).__name__}: {exc})"
     if isinstance(described, str):
         return described
     return (str(run.dataset), str(run.model), str(run.loss), run.batch_size,

@@ -1,78 +1,88 @@
-"""Many copies of one architecture as one tensor, trained and evaluated with torch.func.
+"""Many copies of one architecture, trained and evaluated together with torch.func.
 
-The parameters of ``W`` members are the rows of one flat ``(W, P)`` tensor. A training
-step computes every member's gradient on its own batch with ``vmap(grad(loss))`` over
-``functional_call`` of a template module; the function is traced once per batch shape
-into a graph of plain aten ops (``make_fx``), so a step costs the batched kernels and
-little Python. Clean evaluation runs every member on the same inputs in large batches
-under ``torch.inference_mode()``.
+Each parameter of the architecture is one tensor ``(W, *shape)`` holding all ``W``
+members' copies (contiguous: batched matmuls run markedly slower on strided slices of
+one flat buffer). A training step computes every member's gradient on its own batch
+with ``vmap(grad(loss))`` over ``functional_call`` of a template module; the function is
+traced once per batch shape into a graph of plain aten ops (``make_fx``), so a step
+costs the batched kernels and little Python. Clean evaluation runs every member on the
+same inputs in large batches under ``torch.inference_mode()``.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad_and_value, vmap
+from torch.utils._pytree import tree_leaves
+
+from lrlab.vectorized.graph import simplify
+
+Params = dict[str, torch.Tensor]  # parameter (or buffer) name -> (W, *shape)
 
 
 class StackedModel:
-    """``W`` members of one architecture: a flat parameter tensor and a template module."""
+    """``W`` members of one architecture: stacked parameters and a template module."""
 
     def __init__(self, models: list[nn.Module], loss_fn: Callable, *, stochastic: bool = False,
                  amp: bool = False, compile: bool = False) -> None:
         self.template = models[0]
         self.loss_fn = loss_fn
-        named = list(self.template.named_parameters())
-        self.names = [n for n, _ in named]
-        self.shapes = [tuple(p.shape) for _, p in named]
-        self.sizes = [math.prod(s) for s in self.shapes]
+        self.names = [n for n, _ in self.template.named_parameters()]
         with torch.no_grad():
-            self.flat = torch.stack([torch.cat([p.detach().reshape(-1)
-                                                for p in m.parameters()]) for m in models])
-            self.buffers = {n: torch.stack([dict(m.named_buffers())[n].detach() for m in models])
-                            for n, _ in self.template.named_buffers()}
+            self.params = self._stack([dict(m.named_parameters()) for m in models])
+            self.buffers = self._stack([dict(m.named_buffers()) for m in models])
+        self.sizes = [p[0].numel() for p in self.params.values()]
         self.randomness = "different" if stochastic else "error"
-        self.amp = amp and self.flat.device.type == "cuda"
+        self.amp = amp and self.device.type == "cuda"
         self.compile = compile
         self._traces: dict[tuple, Callable] = {}
         self.traced: bool | None = None  # whether make_fx could trace (None: not tried)
 
+    @staticmethod
+    def _stack(states: list[dict[str, torch.Tensor]]) -> Params:
+        return {n: torch.stack([s[n].detach() for s in states]) for n in states[0]}
+
+    @property
+    def device(self) -> torch.device:
+        """Where the members' parameters live."""
+        return next(iter(self.params.values())).device
+
     @property
     def width(self) -> int:
-        return self.flat.shape[0]
+        """How many members (rows) the tensors hold, finished ones included."""
+        return next(iter(self.params.values())).shape[0]
 
-    def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each parameter as a ``(W, *shape)`` view into ``flat``."""
-        out, start = {}, 0
-        for name, shape, size in zip(self.names, self.shapes, self.sizes, strict=True):
-            out[name] = flat[:, start:start + size].view(flat.shape[0], *shape)
-            start += size
-        return out
+    @property
+    def chunks(self) -> list[torch.Tensor]:
+        """Each parameter as a ``(W, size)`` view, in the order of :meth:`grads`."""
+        return [p.view(p.shape[0], -1) for p in self.params.values()]
 
     def row(self, index: int) -> dict[str, torch.Tensor]:
         """One member's parameters and buffers, as a state dict of the template."""
-        state = {n: v[0] for n, v in self.views(self.flat[index:index + 1]).items()}
-        state.update({n: b[index] for n, b in self.buffers.items()})
-        return state
+        return {n: v[index] for n, v in {**self.params, **self.buffers}.items()}
 
-    @property
-    def flat(self) -> torch.Tensor:
-        """The parameters: one row of ``P`` numbers per member."""
-        return self._flat
+    def snapshot(self, index: int) -> Params:
+        """A copy of one member's parameters."""
+        return {n: p[index].clone() for n, p in self.params.items()}
 
-    @flat.setter
-    def flat(self, value: torch.Tensor) -> None:
-        self._flat = value
-        self.chunks = list(value.split(self.sizes, dim=1))  # (W, size) per parameter
+    def take(self, rows: torch.Tensor) -> tuple[Params, Params]:
+        """The parameters and buffers of the members at ``rows`` (copies)."""
+        return ({n: p[rows] for n, p in self.params.items()},
+                {n: b[rows] for n, b in self.buffers.items()})
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep only the members at ``rows`` (in that order)."""
-        self.flat = self.flat[rows]
-        self.buffers = {n: b[rows] for n, b in self.buffers.items()}
+        self.params, self.buffers = self.take(rows)
+
+    @torch.no_grad()
+    def zero(self, rows: torch.Tensor) -> None:
+        """Zero the parameters of finished members (kept only until the next select)."""
+        for p in self.params.values():
+            p[rows] = 0
 
     # -- training --------------------------------------------------------------------------
 
@@ -81,15 +91,15 @@ class StackedModel:
             logits = functional_call(self.template, (params, buffers), (x,))
         return self.loss_fn(logits.float(), y)
 
-    def _grads(self, flat, buffers, x, y):
-        grads = vmap(grad(self._loss), randomness=self.randomness)(self.views(flat), buffers,
-                                                                    x, y)
-        return [grads[n].reshape(flat.shape[0], -1) for n in self.names]
+    def _grads(self, params, buffers, x, y):
+        grads, losses = vmap(grad_and_value(self._loss), randomness=self.randomness)(
+            params, buffers, x, y)
+        return [grads[n].reshape(x.shape[0], -1) for n in self.names], losses
 
-    def _run(self, kind: str, fn: Callable, args: tuple, trace: bool):
+    def _run(self, fn: Callable, args: tuple, trace: bool):
         """``fn(*args)``, through a graph of aten ops traced by make_fx and cached per input
         shapes when ``trace`` says it is called often enough to repay the tracing."""
-        key = (kind, *(tuple(a.shape) for a in args if isinstance(a, torch.Tensor)))
+        key = (fn.__name__, *(tuple(a.shape) for a in tree_leaves(args)))
         traced = self._traces.get(key)
         if traced is None and trace:
             from torch.fx.experimental.proxy_tensor import make_fx
@@ -107,34 +117,36 @@ class StackedModel:
             self._traces[key] = traced
         return (fn if traced is None else traced)(*args)
 
-    def grads(self, x: torch.Tensor, y: torch.Tensor, trace: bool = True) -> list[torch.Tensor]:
+    def grads(self, x: torch.Tensor, y: torch.Tensor,
+              trace: bool = True) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Every member's gradient of its mean loss on its batch ``x[w], y[w]``, one
-        ``(W, size)`` tensor per parameter (the layout of :attr:`chunks`)."""
+        ``(W, size)`` tensor per parameter (the layout of :attr:`chunks`), and the losses
+        ``(W,)``."""
         self.template.train()
-        return self._run("train", self._grads, (self.flat, self.buffers, x, y), trace)
+        return self._run(self._grads, (self.params, self.buffers, x, y), trace)
 
     # -- evaluation ------------------------------------------------------------------------
 
-    def _logits(self, flat, buffers, x):
+    def _logits(self, params, buffers, x):
         def one(p, b, xb):
             return functional_call(self.template, (p, b), (xb,))
 
-        return vmap(one, in_dims=(0, 0, None))(self.views(flat), buffers, x)
+        return vmap(one, in_dims=(0, 0, None))(params, buffers, x)
 
     @torch.inference_mode()
-    def evaluate(self, flat: torch.Tensor, buffers: dict[str, torch.Tensor], x: torch.Tensor,
-                 y: torch.Tensor, batch_size: int) -> tuple[list[float], list[float]]:
-        """Mean loss and accuracy of each row of ``flat`` on ``(x, y)``, in eval mode, in
-        batches of ``batch_size`` samples (eager vmap: tracing it gains nothing measurable,
-        the batched matmuls dominate)."""
+    def evaluate(self, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor,
+                 batch_size: int) -> tuple[list[float], list[float]]:
+        """Mean loss and accuracy of each member in ``params`` on ``(x, y)``, in eval mode, in
+        batches of ``batch_size`` samples. Eager vmap: a traced graph measured no faster
+        here, the batched matmuls and the loss dominate."""
         self.template.eval()
-        width = flat.shape[0]
+        width = next(iter(params.values())).shape[0]
         losses = vmap(self.loss_fn, in_dims=(0, None))
         total = torch.zeros(width, device=x.device, dtype=torch.float64)
         correct = torch.zeros(width, device=x.device, dtype=torch.long)
         for start in range(0, len(y), batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-            logits = self._logits(flat, buffers, xb).float()
+            logits = self._logits(params, buffers, xb).float()
             total += losses(logits, yb).double() * len(yb)
             correct += (logits.argmax(-1) == yb).sum(-1)
         self.template.train()
@@ -170,54 +182,10 @@ def check_vmap(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Te
     try:
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
             stacked.template.train()
-            stacked._grads(stacked.flat, stacked.buffers, xb, yb)
-            stacked.evaluate(stacked.flat, stacked.buffers, x, y, len(y))
+            stacked._grads(stacked.params, stacked.buffers, xb, yb)
+            stacked.evaluate(stacked.params, stacked.buffers, x, y, len(y))
     except Exception as exc:  # any failure means: train this group one run at a time
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return f"vmap cannot run the model ({type(exc).__name__}: {text[:120]})"
     return None
 
-
-VIEWS = ("view.default", "_unsafe_view.default", "expand.default", "alias.default",
-         "transpose.int", "unsqueeze.default", "squeeze.dims", "squeeze.dim", "t.default")
-
-
-def simplify(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """Drop the no-op nodes of a traced graph: a chain of views that ends where it began
-    (same shape, strides and offset: ``view`` to the same shape, ``expand`` to the same
-    size, a transpose undone) and ``x * 1``. Each node costs a dispatch per step."""
-    if any(n.op == "call_function" and str(n.target).split(".")[-2].endswith("_")
-           for n in gm.graph.nodes if "." in str(n.target)):
-        return gm  # in-place ops: aliasing matters, leave the graph as traced
-
-    def layout(node):
-        val = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
-        if not isinstance(val, torch.Tensor):
-            return None
-        return tuple(val.shape), val.stride(), val.storage_offset(), val.dtype
-
-    def is_view(node):
-        return node.op == "call_function" and str(node.target).removeprefix("aten.") in VIEWS
-
-    for node in list(gm.graph.nodes):
-        if node.op != "call_function" or not node.args:
-            continue
-        mine = layout(node)
-        if mine is None:
-            continue
-        if str(node.target) == "aten.mul.Scalar" and node.args[1] == 1 \
-                and layout(node.args[0]) is not None \
-                and layout(node.args[0])[0] == mine[0] and layout(node.args[0])[3] == mine[3]:
-            node.replace_all_uses_with(node.args[0])
-            gm.graph.erase_node(node)
-            continue
-        source = node
-        while is_view(source) and isinstance(source.args[0], torch.fx.Node):
-            source = source.args[0]
-            if layout(source) == mine:
-                node.replace_all_uses_with(source)
-                gm.graph.erase_node(node)
-                break
-    gm.graph.eliminate_dead_code()
-    gm.recompile()
-    return gm

@@ -12,6 +12,10 @@ its test split is evaluated and its result handed back while the others go on.
 Finished members stay in the tensors (zeroed, learning rate 0) until a quarter of the
 rows are finished; then the tensors are compacted, so a step never carries much dead
 weight and the step function is not re-traced for every member that stops.
+
+Wall time is shared: each interval of the group's clock is divided among the members
+that were training in it, so a member's ``wall_s`` (in its history and its result) is
+its share, and the shares of a group add up to the group's wall time.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from lrlab.engine import Trained, build_augment
 from lrlab.vectorized.optim import BatchedOptimizer
 from lrlab.vectorized.plan import Plan
 from lrlab.vectorized.stacked import StackedModel
+from lrlab.verdicts import divergence
 
 # a batch shape is traced into a graph (about 0.1-0.3 s) only when it will be stepped at
 # least this often: each traced call saves about a millisecond of eager vmap overhead
@@ -46,7 +51,7 @@ class Member:
     gen: torch.Generator  # its batch order, seeded as the local executor seeds it
     history: list[dict[str, float]] = field(default_factory=list)
     start_loss: float = math.nan
-    best: torch.Tensor | None = None  # parameters of the stopper's best epoch
+    best: dict[str, torch.Tensor] | None = None  # parameters of the stopper's best epoch
     stopped_by: str | None = None
     restored: int | None = None  # the epoch whose weights were tested
     error: str = ""
@@ -116,30 +121,29 @@ def train_group(plan: Plan, context) -> Iterator[Finished]:
 
     def clean_metrics(rows: list[int]) -> list[dict[str, float]]:
         if len(rows) == stacked.width:
-            flat, buffers = stacked.flat, stacked.buffers
+            params, buffers = stacked.params, stacked.buffers
         else:
-            index = torch.tensor(rows, device=device)
-            flat, buffers = stacked.flat[index], {k: b[index] for k, b in stacked.buffers.items()}
-        train_loss, train_acc = stacked.evaluate(flat, buffers, *data.train, chunk)
-        val_loss, val_acc = stacked.evaluate(flat, buffers, *data.val, chunk)
+            params, buffers = stacked.take(torch.tensor(rows, device=device))
+        train_loss, train_acc = stacked.evaluate(params, buffers, *data.train, chunk)
+        val_loss, val_acc = stacked.evaluate(params, buffers, *data.val, chunk)
         return [{"train_loss": train_loss[i], "train_acc": train_acc[i],
                  "val_loss": val_loss[i], "val_acc": val_acc[i]} for i in range(len(rows))]
 
     for m, metrics in zip(members, clean_metrics(list(range(len(members)))), strict=True):
-        m.history.append({"epoch": 0, "lr": m.lrs[0], **metrics, "wall_s": 0.0})
+        m.history.append({"epoch": 0, "lr": m.lrs[0], **metrics, "max_batch_loss": math.nan,
+                          "wall_s": 0.0})
         m.start_loss = metrics["train_loss"]
     clock.charge(members)
 
     def end_of_epoch(m: Member, row: int, epoch: int, metrics: dict[str, float]) -> bool:
         """Record the epoch as engine.train does; True when the member is done."""
-        if not math.isfinite(metrics["train_loss"]) or \
-                metrics["train_loss"] > settings.diverge_factor * m.start_loss:
+        if divergence(m.history[-1], m.start_loss, settings.thresholds):
             m.stopped_by = "diverged"  # a diverged run stops at once; its record is final
             return True
         try:
             stop = m.stopper.update(epoch, metrics)
-            if m.stopper.restore_best and m.stopper.best_epoch == epoch:
-                m.best = stacked.flat[row].clone()
+            if getattr(m.stopper, "restore_best", False) and m.stopper.best_epoch == epoch:
+                m.best = stacked.snapshot(row)
             if context.epoch_end(m.run, epoch, metrics):
                 m.stopped_by = "plugin"
                 return True
@@ -159,22 +163,28 @@ def train_group(plan: Plan, context) -> Iterator[Finished]:
                               if m is not None else arange for m in slots])
         lrs = lr_table[:, (epoch - 1) * spe:epoch * spe]
         epochs_left = max(slots[row].run.epochs for row in live) - epoch + 1
+        peak = torch.zeros(len(slots), device=device)  # each member's largest batch loss
         for step in range(spe):
             idx = orders[:, step * batch:(step + 1) * batch]
             xb, yb = gather(x_train, idx), gather(y_train, idx)
             if augment is not None:
                 xb = augment(xb.flatten(0, 1)).reshape(xb.shape)
-            calls_left = epochs_left * (n // batch if idx.shape[1] == batch else 1)
-            grads = stacked.grads(xb, yb, trace=calls_left >= TRACE_MIN_CALLS)
+            full = idx.shape[1] == batch
+            calls_left = epochs_left * (n // batch if full else 1)
+            trace = calls_left >= TRACE_MIN_CALLS or (settings.compile and full)
+            grads, losses = stacked.grads(xb, yb, trace=trace)
+            peak = torch.maximum(peak, losses.detach().float().nan_to_num(nan=math.inf))
             optimizer.step(stacked.chunks, grads, lrs[:, step:step + 1])
 
         measured = clean_metrics(live)
+        peaks = peak.tolist()
         clock.charge([slots[row] for row in live])
         done = []
         for row, metrics in zip(live, measured, strict=True):
             m = slots[row]
             metrics = {"lr": m.lrs[epoch * spe - 1], **metrics}
-            m.history.append({"epoch": epoch, **metrics, "wall_s": m.wall_s})
+            m.history.append({"epoch": epoch, **metrics, "max_batch_loss": peaks[row],
+                              "wall_s": m.wall_s})
             if end_of_epoch(m, row, epoch, metrics):
                 done.append(row)
         if not done:
@@ -182,10 +192,9 @@ def train_group(plan: Plan, context) -> Iterator[Finished]:
 
         yield from finish([slots[r] for r in done], done, stacked, data, chunk, clock)
         index = torch.tensor(done, device=device)
-        with torch.no_grad():
-            stacked.flat[index] = 0
-            optimizer.clear(index)
-            lr_table[index] = 0
+        stacked.zero(index)
+        optimizer.clear(index)
+        lr_table[index] = 0
         for row in done:
             slots[row] = None
         finished = sum(m is None for m in slots)
@@ -212,13 +221,15 @@ def finish(members: list[Member], rows: list[int], stacked: StackedModel, data, 
     tested = [(m, row) for m, row in zip(members, rows, strict=True) if not m.error]
     results: dict[int, tuple[float, float]] = {}
     if tested:
-        restore = [m.stopper.restore_best and m.best is not None and m.stopped_by != "diverged"
+        restore = [getattr(m.stopper, "restore_best", False) and m.best is not None and m.stopped_by != "diverged"
                    for m, _ in tested]
-        flat = torch.stack([m.best if r else stacked.flat[row]
-                            for (m, row), r in zip(tested, restore, strict=True)])
-        index = torch.tensor([row for _, row in tested], device=flat.device)
-        buffers = {k: b[index] for k, b in stacked.buffers.items()}
-        losses, accs = stacked.evaluate(flat, buffers, *data.test, chunk)
+        params, buffers = stacked.take(torch.tensor([row for _, row in tested],
+                                                    device=stacked.device))
+        for i, ((m, _), r) in enumerate(zip(tested, restore, strict=True)):
+            if r:  # the stopper's best epoch, as engine.train restores it
+                for name, value in m.best.items():
+                    params[name][i] = value
+        losses, accs = stacked.evaluate(params, buffers, *data.test, chunk)
         for i, (m, _) in enumerate(tested):
             results[id(m)] = (losses[i], accs[i])
             m.restored = m.stopper.best_epoch if restore[i] else None
