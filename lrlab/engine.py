@@ -107,7 +107,8 @@ def cpu_threads(model: torch.nn.Module, batch_size: int, device: torch.device,
     elif threads > 0:
         wanted = threads
     else:
-        size = sum(p.numel() for p in model.parameters()) * batch_size
+        size = batch_size * sum(p.numel() for p in model.parameters()
+                                if not torch.nn.parameter.is_lazy(p))
         wanted = 1 if size < SMALL_STEP else before
     torch.set_num_threads(wanted)
     try:

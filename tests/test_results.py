@@ -30,7 +30,8 @@ def test_python_api_returns_the_design_tables(out):
     result = lrlab.run_sweep(out=out, name="api", lr=[0.05, 0.1], epochs=3, augment="none",
                              report=False)
     assert set(RUNS_COLUMNS) <= set(result.runs.columns)
-    assert list(result.history.columns) == HISTORY_COLUMNS
+    # the DESIGN columns, then the epoch's largest mini-batch loss (divergence evidence)
+    assert list(result.history.columns) == HISTORY_COLUMNS + ["max_batch_loss"]
     assert len(result.runs) == 2 and len(result.history) == 2 * 4  # epochs 0..3
     row = result.runs.iloc[0]
     assert row["gap_acc"] == row["train_acc"] - row["val_acc"]
