@@ -43,7 +43,7 @@ def test_discovered_through_the_real_entry_point():
 def test_loading_the_plugin_does_not_import_ray():
     # lrlab loads every installed plugin on every sweep: only the ray executor pays for Ray
     code = ("import sys; from lrlab.plugins import load_plugins; h = load_plugins(); "
-            "assert 'executor:ray' in h.info['ray'].registered; "
+            "assert 'executor:ray' in h.info['lrlab-ray'].registered; "
             "assert 'ray' not in sys.modules, 'importing lrlab_ray imported ray'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
