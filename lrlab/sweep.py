@@ -112,7 +112,45 @@ def prepare(config: SweepConfig, *, extra_plugins: Iterable[str] = (),
     if load_data:
         for run in runs:
             context.data(run)  # a missing data root fails here, before anything is written
+        dry_build(runs, context)
     return Prepared(config, host, runs, context)
+
+
+def dry_build(runs: list[Run], context: Context) -> None:
+    """Build each distinct component once, on the CPU, before anything is written: a bad
+    parameter value (``mlp(width=-3)``, ``sgd(momentum=-1)``) or a factory returning the
+    wrong kind of object is then one line and exit 2, not a sweep of failed runs. Any other
+    exception is left for the run to raise (it becomes an ``error`` run)."""
+    registry = context.registry
+    built: set[tuple[Any, ...]] = set()
+
+    def attempt(kind: str, spec: Any, *args: Any) -> Any:
+        try:
+            return registry.build(kind, spec, *args)
+        except (UsageError, PluginError):
+            raise
+        except (ValueError, TypeError) as exc:  # what torch says of a bad argument
+            raise UsageError(f"{kind} '{spec}': {type(exc).__name__}: {exc}") from None
+        except Exception:  # anything else fails the run itself, traceback kept
+            return None
+
+    for run in runs:
+        data = context.data(run)
+        shape, classes = data.input_shape, data.num_classes
+        for kind, spec, args in (("model", run.model, (shape, classes)),
+                                 ("loss", run.loss, (classes,)),
+                                 *(("augmentation", a, (shape,)) for a in run.augment
+                                   if a.name != "none")):
+            if (kind, str(spec), args) not in built:
+                built.add((kind, str(spec), args))
+                attempt(kind, spec, *args)
+        key = ("optimizer", str(run.optimizer), str(run.schedule), run.epochs)
+        if key not in built:
+            built.add(key)
+            optimizer = attempt("optimizer", run.optimizer,
+                                [torch.nn.Parameter(torch.zeros(1))], run.lr)
+            if optimizer is not None:
+                attempt("schedule", run.schedule, optimizer, 1, run.epochs)
 
 
 def manifest(config: SweepConfig, host: Plugins, context: Context) -> dict[str, Any]:

@@ -221,3 +221,15 @@ def test_plugins_shows_each_builtin_and_what_it_registered():
     assert result.exit_code == 0
     assert "builtin.models" in result.stdout and "model:mlp" in result.stdout
     assert "built-in" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "mlp(width=-3)"], "needs width >= 1"),
+    (["--optimizer", "sgd(momentum=-1)"], "Invalid momentum value"),
+    (["--augment", "crop(padding=-1)"], "padding must be >= 0"),
+])
+def test_bad_parameter_values_exit_2_before_anything_is_written(out, args, message):
+    result = invoke("sweep", *TINY, "--out", out, *args)
+    assert result.exit_code == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()

@@ -169,15 +169,14 @@ def wrong_dataset(root):
     return [1, 2, 3]
 
 
-def test_a_factory_of_the_wrong_kind_errors_the_run_naming_plugin_and_component(out):
+def test_a_factory_of_the_wrong_kind_fails_before_training_naming_plugin_and_component(out):
+    # every component is built once before anything is written (sweep.dry_build)
     bad = named("wrong-kind", lrlab_register_models=lambda register: register("wrong",
                                                                               wrong_model))
-    result = run_tiny_sweep(bad, out=out, model=["wrong", "linear"])
-    runs = result.runs.set_index("model")
-    assert runs.loc["wrong", "verdict"] == "error"
-    assert "model 'wrong' from plugin 'wrong-kind' returned str, not a torch.nn.Module" in \
-        runs.loc["wrong", "flags"]
-    assert runs.loc["linear", "verdict"] != "error"  # the sweep went on
+    with pytest.raises(lrlab.PluginError, match="model 'wrong' from plugin 'wrong-kind' "
+                                                "returned str, not a torch.nn.Module"):
+        run_tiny_sweep(bad, out=out, model=["wrong", "linear"])
+    assert list(out.iterdir()) == []  # nothing written: no sweep folder
 
 
 def test_a_dataset_of_the_wrong_kind_fails_the_sweep_naming_plugin_and_component(out):
