@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from lrlab.cli_support import fail, handle_errors
+from lrlab.cli_support import handle_errors
 from lrlab.errors import UsageError
 
 app = typer.Typer(
@@ -245,4 +245,4 @@ def main() -> None:
 if __name__ == "__main__":  # pragma: no cover
     main()
 
-__all__ = ["app", "fail", "main"]
+__all__ = ["app", "main"]

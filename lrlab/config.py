@@ -12,7 +12,7 @@ import json
 import math
 import re
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -362,7 +362,3 @@ def run_key(run: Run, cfg: SweepConfig) -> str:
     payload = {**run.axes(), **{k: v for k, v in cfg.settings().items()
                                 if k in ("split", "split_seed", "data_root", "amp", "compile")}}
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def with_grid(cfg: SweepConfig, **axes: list[Any]) -> SweepConfig:
-    return replace(cfg, grid={**cfg.grid, **axes})
