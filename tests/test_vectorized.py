@@ -157,7 +157,7 @@ def test_a_model_that_fails_gives_each_run_its_error_as_locally(out):
     assert any("trained one at a time" in n for n in result.notes)
 
 
-def test_auto_vectorizes_plain_groups_and_keeps_augmented_ones_local(out, monkeypatch):
+def test_auto_vectorizes_augmented_groups_with_the_local_random_numbers(out, monkeypatch):
     grouped = []
     real = trainer.train_group
 
@@ -166,12 +166,21 @@ def test_auto_vectorizes_plain_groups_and_keeps_augmented_ones_local(out, monkey
         return real(plan, context)
 
     monkeypatch.setattr("lrlab.builtin.vectorized.train_group", spy)
-    result = lrlab.run_sweep(out=out, executor="auto", **{**TINY, "augment": ["none", "noise"],
+    grid = {**TINY, "augment": ["none", "noise", "flip+crop(padding=1)"], "lr": [0.01, 0.1],
+            "seeds": 2, "epochs": 2}
+    result = lrlab.run_sweep(out=out / "auto", executor="auto", **grid)
+    assert [len(g) for g in grouped] == [4, 4, 4]  # one group per augmentation
+    assert any("12 run(s) trained vectorized in 3 group(s), 0 one at a time" in n
+               for n in result.notes)
+    local = lrlab.run_sweep(out=out / "local", executor="local", **grid)
+    assert_same_histories(local, result)
+
+
+def test_auto_keeps_dropout_groups_local(out):
+    result = lrlab.run_sweep(out=out, executor="auto", **{**TINY, "model": "mlp(dropout=0.2)",
                                                            "lr": [0.01, 0.1], "epochs": 1})
-    assert grouped == [["mlp(width=32)-lr0.01-ep1-none-s0", "mlp(width=32)-lr0.1-ep1-none-s0"]]
-    assert len(result.runs) == 4 and (result.runs.error == "").all()
-    assert any("augmentation" in n for n in result.notes)
-    assert any("2 run(s) trained vectorized in 1 group(s), 2 one at a time" in n
+    assert any("dropout" in n for n in result.notes)
+    assert any("0 run(s) trained vectorized" in n or "one at a time" in n
                for n in result.notes)
 
 

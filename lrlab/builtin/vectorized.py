@@ -7,10 +7,11 @@ seed, optimizer numbers, schedule, stopper and epochs, and gets the history the 
 executor would give it. A group vmap cannot serve (a BatchNorm model, a plugin
 optimizer, a single run) is trained one run at a time, and the user is told once why.
 
-``vectorized`` also vectorizes runs that draw randomness in training (dropout,
-augmentation): their random numbers are drawn for the whole group, so the results are
-valid but not the local executor's. ``auto`` keeps those on the local executor, so it
-only ever changes how fast a sweep runs, never its numbers.
+Augmentation draws from each member's own random stream, as the local executor's run
+would. ``vectorized`` also vectorizes runs whose model draws randomness in training
+(dropout): those numbers are drawn for the whole group, so the results are valid but not
+the local executor's. ``auto`` keeps those on the local executor, so it only ever changes
+how fast a sweep runs, never its numbers.
 """
 
 from __future__ import annotations
@@ -90,12 +91,13 @@ class VectorizedExecutor:
             return f"preparing them together failed ({type(exc).__name__}: {exc})"
         if isinstance(plan, str):
             return plan
-        for flag, what in ((plan.stochastic, "the model's dropout"),
-                           (plan.augmented, "augmentation")):
-            if flag and self.auto:
-                return AUTO_RANDOM.format(what=what)
-            if flag:
-                self.say(context, RANDOM.format(what=what))
+        # augmentation draws from each member's own stream (the local executor's numbers);
+        # dropout inside a vmapped forward cannot, so its numbers are the group's
+        if plan.stochastic and self.auto:
+            return AUTO_RANDOM.format(what="the model's dropout")
+        if plan.stochastic:
+            what = "the model's dropout" + (" and augmentation" if plan.augmented else "")
+            self.say(context, RANDOM.format(what=what))
         if self.auto and context.settings.amp and context.device.type == "cuda":
             return "bfloat16 autocast rounds batched and single matmuls differently"
         return plan

@@ -49,6 +49,7 @@ class Member:
     lrs: list[float]  # the LR of each of its steps
     stopper: Any
     gen: torch.Generator  # its batch order, seeded as the local executor seeds it
+    rng: tuple[torch.Tensor, ...] = ()  # its global RNG state for augmentation draws
     history: list[dict[str, float]] = field(default_factory=list)
     start_loss: float = math.nan
     best: dict[str, torch.Tensor] | None = None  # parameters of the stopper's best epoch
@@ -102,7 +103,8 @@ def train_group(plan: Plan, context) -> Iterator[Finished]:
         gen = torch.Generator(device=device).manual_seed(run.seed)  # batch order
         models.append(registry.build("model", run.model, data.input_shape,
                                      data.num_classes).to(device))
-        members.append(Member(run, table, registry.build("stopper", run.stopper), gen))
+        members.append(Member(run, table, registry.build("stopper", run.stopper), gen,
+                              rng_state(device)))
         hypers.append(hyper)
     if not members:
         return
@@ -167,8 +169,11 @@ def train_group(plan: Plan, context) -> Iterator[Finished]:
         for step in range(spe):
             idx = orders[:, step * batch:(step + 1) * batch]
             xb, yb = gather(x_train, idx), gather(y_train, idx)
-            if augment is not None:
+            if augment is not None and plan.stochastic:  # randomness is the group's anyway
                 xb = augment(xb.flatten(0, 1)).reshape(xb.shape)
+            elif augment is not None:  # each member draws from its own stream, as on local
+                xb = torch.stack([xb[i] if m is None else augment_as(m, augment, xb[i], device)
+                                  for i, m in enumerate(slots)])
             full = idx.shape[1] == batch
             calls_left = epochs_left * (n // batch if full else 1)
             trace = calls_left >= TRACE_MIN_CALLS or (settings.compile and full)
@@ -205,6 +210,24 @@ def train_group(plan: Plan, context) -> Iterator[Finished]:
             optimizer.select(index)
             lr_table = lr_table[index]
             slots = [slots[row] for row in keep]
+
+
+def rng_state(device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The global RNG state(s) an augmentation on ``device`` draws from."""
+    if device.type == "cuda":
+        return torch.get_rng_state(), torch.cuda.get_rng_state(device)
+    return (torch.get_rng_state(),)
+
+
+def augment_as(m: Member, augment, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Augment one member's batch with its own random stream: the numbers the local
+    executor would draw for that run (seeded, then advanced by its batches only)."""
+    torch.set_rng_state(m.rng[0])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(m.rng[1], device)
+    out = augment(x)
+    m.rng = rng_state(device)
+    return out
 
 
 def gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
