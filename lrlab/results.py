@@ -178,3 +178,26 @@ def load_results(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[s
         raise UsageError(f"{folder} holds no sweep results ({RUNS_FILE} is missing)")
     runs, history = read_tables(folder)
     return runs, history, read_manifest(folder)
+
+
+def best_configuration(runs: pd.DataFrame) -> pd.DataFrame | None:
+    """The runs (one per seed) of the configuration with the highest mean validation
+    accuracy of the weights that were tested, ties broken by the lower validation loss.
+
+    Chosen on validation alone; only then may its test metric be read, so the test split
+    stays an honest estimate. Runs that errored are never chosen.
+    """
+    from lrlab.config import AXES
+
+    if runs.empty or "tested_val_acc" not in runs:
+        return None
+    ok = runs[(runs["verdict"] != "error") & runs["tested_val_acc"].notna()]
+    if ok.empty:
+        return None
+    keys = [a for a in AXES if a != "seed" and a in ok]
+    best = None
+    for _, group in ok.groupby(keys, dropna=False, sort=False):
+        score = (group["tested_val_acc"].mean(), -group["tested_val_loss"].mean())
+        if best is None or score > best[0]:
+            best = (score, group)
+    return best[1] if best is not None else None

@@ -18,6 +18,7 @@ from rich.progress import (
 from rich.table import Table
 
 from lrlab import hookimpl
+from lrlab.results import best_configuration
 from lrlab.verdicts import summary_line as _summary_line
 
 COLOURS = {"ok": "green", "overfit": "dark_orange", "underfit": "blue",
@@ -105,19 +106,13 @@ def print_results(console: Console, runs: pd.DataFrame, title: str | None = None
                       str(row.best_epoch), _num(row.train_acc), _num(row.val_acc),
                       _num(row.gap_acc), _num(row.gl, 1), flags)
     console.print(table)
-    best = best_run(runs)
+    best = best_configuration(runs)
     if best is not None:
-        console.print(f"best by val acc: [bold]{best.run_id}[/] val acc {best.tested_val_acc:.3f}, "
-                      f"test acc {best.test_acc:.3f} (test split used for this run only)")
-
-
-def best_run(runs: pd.DataFrame):
-    """The run to pick by validation accuracy of the weights it was tested with."""
-    ok = runs[~runs["verdict"].isin(["error", "diverged"])].dropna(subset=["tested_val_acc"])
-    if ok.empty:
-        return None
-    return ok.sort_values(["tested_val_acc", "tested_val_loss"],
-                          ascending=[False, True]).iloc[0]
+        ids = ", ".join(best["run_id"])
+        console.print(f"best by val acc: [bold]{ids}[/] val acc "
+                      f"{best['tested_val_acc'].mean():.3f}, test acc "
+                      f"{best['test_acc'].mean():.3f} (test split read for this configuration "
+                      f"only)")
 
 
 def summary_line(runs: pd.DataFrame, wall_s: float | None = None) -> str:

@@ -117,3 +117,19 @@ def test_a_killed_sweep_keeps_every_finished_run_and_resumes(tmp_path, out):
     again = resumed.runs.set_index("run_id")
     for row in kept.itertuples():  # the finished runs were kept, not trained again
         assert again.loc[row.run_id, "wall_s"] == row.wall_s
+
+
+def test_best_configuration_averages_seeds_on_validation_and_skips_errors():
+    from lrlab.results import best_configuration
+
+    def row(lr, seed, acc, verdict="ok"):
+        return {"run_id": f"lr{lr}-s{seed}", "lr": lr, "seed": seed, "model": "mlp",
+                "verdict": verdict, "tested_val_acc": acc, "tested_val_loss": 1 - acc,
+                "test_acc": 0.5}
+
+    runs = pd.DataFrame([row(0.1, 0, 0.99), row(0.1, 1, 0.80),  # best single run, mean 0.895
+                         row(0.01, 0, 0.93), row(0.01, 1, 0.92),  # best mean 0.925
+                         row(1.0, 0, 1.0, "error")])
+    best = best_configuration(runs)
+    assert list(best["run_id"]) == ["lr0.01-s0", "lr0.01-s1"]
+    assert best_configuration(runs[runs["verdict"] == "error"]) is None

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from lrlab.config import AXES
-from lrlab.results import HISTORY_COLUMNS
+from lrlab.results import HISTORY_COLUMNS, best_configuration
 from lrlab.verdicts import DEFAULT_THRESHOLDS, VERDICTS
 
 CONFIG_AXES = tuple(a for a in AXES if a != "seed")
@@ -75,13 +75,7 @@ def view(runs: pd.DataFrame, history: pd.DataFrame, manifest: dict[str, Any],
     config = manifest.get("config") or {}
     thresholds = {**DEFAULT_THRESHOLDS, **(config.get("thresholds") or {})}
 
-    runs["sel_val_acc"] = runs["val_acc"]
-    restored = runs["restored_epoch"].fillna(0) > 0
-    if restored.any() and not history.empty:
-        at = history.set_index(["run_id", "epoch"])["val_acc"]
-        keys = list(zip(runs.loc[restored, "run_id"], runs.loc[restored, "restored_epoch"].astype(int),
-                        strict=True))
-        runs.loc[restored, "sel_val_acc"] = [at.get(k, math.nan) for k in keys]
+    runs["sel_val_acc"] = runs["tested_val_acc"] if "tested_val_acc" in runs else runs["val_acc"]
     runs["config"] = [config_label(row, varying) for row in runs.to_dict("records")]
     runs["best_lr"] = _peer_best_lr(runs, [a for a in CONFIG_AXES if a in runs and a != "lr"])
     return SweepView(name, runs, history, manifest, axes, varying, fixed, seeds, thresholds)
@@ -157,18 +151,10 @@ def best_config(sw: SweepView) -> dict[str, Any] | None:
     Chosen on validation alone; only then is its test metric read, so the test set
     stays an unbiased estimate (the lesson of the train/val/test split).
     """
-    runs = sw.runs[(sw.runs["verdict"] != "error") & sw.runs["sel_val_acc"].notna()]
-    if runs.empty:
+    group = best_configuration(sw.runs)
+    if group is None:
         return None
-    keys = [a for a in CONFIG_AXES if a in runs]
-    grouped = runs.groupby(keys, dropna=False, sort=False) if keys else [((), runs)]
-    best = None
-    for _, group in grouped:
-        score = (group["sel_val_acc"].mean(), -group["val_loss"].mean())
-        if best is None or score > best[0]:
-            best = (score, group)
-    assert best is not None
-    group = best[1]
+    keys = [a for a in CONFIG_AXES if a in group]
     first = group.iloc[0]
 
     def spread(col: str, kind: str) -> str:
