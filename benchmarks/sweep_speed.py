@@ -47,8 +47,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import breakdown
 import torch
 import torch.nn.functional as F
+from breakdown import sync
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -177,11 +179,6 @@ def way_lrlab(executor: str, grid: Grid, lrs, seeds, device, out: str,
 # -- measuring -----------------------------------------------------------------------------
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def matmul_peak(device: torch.device) -> float:
     """Best dense fp32 ``torch.mm`` throughput (FLOP/s) over a few square sizes."""
     sizes = (1024, 2048) if device.type == "cpu" else (4096, 8192)
@@ -295,52 +292,6 @@ def load() -> str:
         return "n/a"
 
 
-# -- where (C)'s time goes -------------------------------------------------------------------
-
-
-def breakdown(grid: Grid, lrs, seeds, device, out: str) -> dict[str, float]:
-    """One extra, untimed (C) run with timers around its parts: seconds per part."""
-    from lrlab.results import ResultStore
-    from lrlab.vectorized.optim import BatchedOptimizer
-    from lrlab.vectorized.stacked import StackedModel
-
-    spent: dict[str, float] = {}
-    originals = []
-
-    def timed(owner, name, part, split_first=False):
-        func = getattr(owner, name)
-        originals.append((owner, name, func))
-
-        def wrapper(self, *args, **kwargs):
-            sync(device)
-            start = time.perf_counter()
-            before = len(getattr(self, "_traces", ()))
-            try:
-                return func(self, *args, **kwargs)
-            finally:
-                sync(device)
-                key = part
-                if split_first and len(getattr(self, "_traces", ())) > before:
-                    key = "tracing the step (make_fx)"
-                spent[key] = spent.get(key, 0.0) + time.perf_counter() - start
-
-        setattr(owner, name, wrapper)
-
-    timed(StackedModel, "grads", "forward + backward (vmap of grad)", split_first=True)
-    timed(BatchedOptimizer, "step", "optimizer update")
-    timed(StackedModel, "evaluate", "clean evaluation (train, val, test)")
-    timed(ResultStore, "add", "storing results (Parquet, per run)")
-    try:
-        start = time.perf_counter()
-        way_lrlab("vectorized", grid, lrs, seeds, device, out, "breakdown")
-        spent["everything else"] = time.perf_counter() - start - sum(spent.values())
-        spent["total"] = time.perf_counter() - start
-    finally:
-        for owner, name, func in originals:
-            setattr(owner, name, func)
-    return spent
-
-
 # -- main ----------------------------------------------------------------------------------
 
 
@@ -410,12 +361,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{100 * gflops * 1e9 / peak:.0f}% | {acc:.3f} |" + (f" {u} |" if util_col else ""))
     print(f"\n(mm peak: {peak / 1e9:.1f} GFLOP/s fp32 on {device}; {machine()})")
     if args.breakdown:
+        base = {g: wall for g, w, wall, *_ in rows if w.startswith("A")}
         for name in args.grids.split(","):
-            parts = breakdown(grids[name], lrs, seeds, device, out)
-            total = parts.pop("total")
-            print(f"\nwhere (C)'s {total:.2f} s go on {grids[name].name}:")
-            for part, seconds in sorted(parts.items(), key=lambda kv: -kv[1]):
-                print(f"  {part:40s} {seconds:6.2f} s  {100 * seconds / total:4.0f}%")
+            grid = grids[name]
+            split = load_split(grid.dataset)
+            work = grid.epochs * len(lrs) * len(seeds)
+            breakdown.report(grid.name, functools.partial(
+                way_lrlab, "vectorized", grid, lrs, seeds, device, out, "breakdown"),
+                device, base.get(grid.name, math.nan),
+                total_flops(split, len(lrs) * len(seeds), work))
     return 0
 
 

@@ -113,7 +113,7 @@ def synthetic_tables(lrs: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0),
             summary["flags"] = "; ".join(str(f) for f in flags)
         runs.append(summary)
         history += [{"run_id": rid, **h} for h in rows]
-    return runs_frame(runs), pd.DataFrame(history, columns=HISTORY_COLUMNS)
+    return runs_frame(pd.DataFrame(runs)), pd.DataFrame(history, columns=HISTORY_COLUMNS)
 
 
 def write_synthetic(folder: str | Path, name: str = "synthetic", **grid: Any) -> Path:
