@@ -13,11 +13,13 @@ import contextlib
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.optim.lr_scheduler import LambdaLR
 
 from lrlab.config import Run
 from lrlab.data import Split
@@ -201,3 +203,43 @@ def _train(run: Run, model: torch.nn.Module, data: Split, registry: Registry,
         restored = stopper.best_epoch
     test_loss, test_acc = evaluate(model, loss_fn, *data.test, settings.eval_batch_size)
     return Trained(history, test_loss, test_acc, restored, stopped_by)
+
+
+# the keys a schedule may change; a schedule that changes others (momentum cycling)
+# cannot be replayed from its learning rates alone
+SCHEDULED = ("lr", "initial_lr")
+
+
+def dummy_optimizer(registry: Registry, run: Run) -> torch.optim.Optimizer:
+    """The run's optimizer, built by its factory on one dummy parameter."""
+    return registry.build("optimizer", run.optimizer, [torch.nn.Parameter(torch.zeros(1))],
+                          run.lr)
+
+
+def lr_table(registry: Registry, run: Run, steps_per_epoch: int,
+             strict: bool = True) -> list[float] | str:
+    """The run's learning rate at each of its steps, read from its own schedule.
+
+    The schedule is built on a dummy optimizer and stepped as training would step it, so
+    any schedule plugin works; a pure ``LambdaLR`` is read from its factors directly.
+    With ``strict``, a schedule that also changes other settings (momentum cycling) gives
+    a string saying so instead, since its learning rates alone do not replay it.
+    """
+    optimizer = dummy_optimizer(registry, run)
+    schedule = registry.build("schedule", run.schedule, optimizer, steps_per_epoch,
+                              run.epochs)
+    total = steps_per_epoch * run.epochs
+    group = optimizer.param_groups[0]
+    if type(schedule) is LambdaLR and len(schedule.lr_lambdas) == 1:
+        base, factor = schedule.base_lrs[0], schedule.lr_lambdas[0]
+        return [group["lr"]] + [base * factor(s) for s in range(1, total)]
+    fixed = {k: v for k, v in group.items() if k not in SCHEDULED and k != "params"}
+    table = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+        for _ in range(total):
+            table.append(float(group["lr"]))
+            schedule.step()
+            if strict and any(group.get(k) != v for k, v in fixed.items()):
+                return f"schedule '{run.schedule}' changes optimizer settings besides the LR"
+    return table

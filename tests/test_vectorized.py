@@ -14,11 +14,11 @@ import lrlab
 from lrlab import hookimpl
 from lrlab.builtin.vectorized import VectorizedExecutor
 from lrlab.config import build_config, expand
+from lrlab.engine import lr_table
 from lrlab.plugins import load_plugins
 from lrlab.registry import Spec
 from lrlab.vectorized import trainer
 from lrlab.vectorized.optim import BatchedOptimizer, describe
-from lrlab.vectorized.plan import lr_table
 from lrlab.vectorized.stacked import StackedModel
 
 TINY = dict(dataset="digits", model="mlp(width=32)", augment="none", epochs=3,

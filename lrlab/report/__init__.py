@@ -52,7 +52,7 @@ def write_report(folder: str | Path, plugins: Any = None) -> Path:
     extra = collect(plugins, runs=runs.copy(), history=history.copy(),
                     manifest=copy.deepcopy(manifest))
     page = render(runs, history, manifest, extra, name=manifest.get("name") or folder.name,
-                  started=start)
+                  started=start, registry=getattr(plugins, "registry", None))
     path = folder / REPORT_FILE
     atomic_write_text(path, page)
     return path
@@ -60,13 +60,14 @@ def write_report(folder: str | Path, plugins: Any = None) -> Path:
 
 def render(runs: pd.DataFrame, history: pd.DataFrame, manifest: dict[str, Any],
            sections: Sequence[PluginSections] = (), *, name: str = "sweep",
-           started: float | None = None) -> str:
-    """The report page as a string (nothing is written)."""
+           started: float | None = None, registry: Any = None) -> str:
+    """The report page as a string (nothing is written). ``registry`` (the plugins'
+    components) lets the schedule figure replay each run's LR per batch."""
     from lrlab import __version__
     from lrlab.report import analysis
 
     started = time.perf_counter() if started is None else started
-    sw = analysis.view(runs, history, manifest, name)
+    sw = analysis.view(runs, history, manifest, name, registry)
     best = analysis.best_config(sw)
     columns, rows = analysis.all_runs(sw)
     context = {

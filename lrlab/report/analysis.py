@@ -43,6 +43,7 @@ class SweepView:
     fixed: dict[str, Any]  # axis -> its single value
     seeds: int
     thresholds: dict[str, float] = field(default_factory=dict)
+    registry: Any = None  # the plugins' components, to rebuild a run's schedule (optional)
 
     def values(self, axis: str) -> list[Any]:
         """The distinct values of an axis, in order (numbers ascending)."""
@@ -53,7 +54,7 @@ class SweepView:
 
 
 def view(runs: pd.DataFrame, history: pd.DataFrame, manifest: dict[str, Any],
-         name: str) -> SweepView:
+         name: str, registry: Any = None) -> SweepView:
     """Tidy the tables (missing columns filled) and derive the report's columns."""
     runs = runs.copy().reset_index(drop=True)
     for col in NUMBERS + ["lr"]:
@@ -78,7 +79,8 @@ def view(runs: pd.DataFrame, history: pd.DataFrame, manifest: dict[str, Any],
     runs["sel_val_acc"] = runs["tested_val_acc"] if "tested_val_acc" in runs else runs["val_acc"]
     runs["config"] = [config_label(row, varying) for row in runs.to_dict("records")]
     runs["best_lr"] = _peer_best_lr(runs, [a for a in CONFIG_AXES if a in runs and a != "lr"])
-    return SweepView(name, runs, history, manifest, axes, varying, fixed, seeds, thresholds)
+    return SweepView(name, runs, history, manifest, axes, varying, fixed, seeds, thresholds,
+                     registry)
 
 
 def config_label(row: dict[str, Any], varying: list[str]) -> str:

@@ -208,9 +208,42 @@ def learning_curves(sw: SweepView) -> ReportFigure:
     return shown(key, title, caption, fig, "training and validation loss curves")
 
 
+# at most this many points per schedule line (a long run has tens of thousands of steps)
+MAX_POINTS = 2000
+
+
+def replayed_lrs(sw: SweepView, row: dict) -> tuple[list[float], list[float]] | None:
+    """``(x, lr)`` of a run at every batch it trained (x in epochs: the last batch of
+    epoch ``e`` at ``e``), replayed from its schedule through the plugins' registry; None
+    when the registry, the split size or the schedule is not at hand."""
+    from types import SimpleNamespace
+
+    from lrlab.engine import lr_table
+    from lrlab.registry import parse_spec
+
+    sizes = (sw.manifest.get("split_sizes") or {}).get(str(row.get("dataset")))
+    if sw.registry is None or not sizes or not sizes.get("train"):
+        return None
+    try:
+        spe = math.ceil(int(sizes["train"]) / int(row["batch_size"]))
+        run = SimpleNamespace(optimizer=parse_spec(row["optimizer"], "optimizer"),
+                              schedule=parse_spec(row["schedule"], "schedule"),
+                              lr=float(row["lr"]), epochs=int(row["epochs"]))
+        table = lr_table(sw.registry, run, spe, strict=False)
+    except Exception:  # a plugin that is not installed here, say: draw the epochs instead
+        return None
+    table = table[:max(1, int(row.get("epochs_run") or 0)) * spe]
+    every = max(1, math.ceil(len(table) / MAX_POINTS))
+    steps = list(range(0, len(table), every))
+    if steps[-1] != len(table) - 1:
+        steps.append(len(table) - 1)
+    return [(s + 1) / spe for s in steps], [table[s] for s in steps]
+
+
 def lr_schedule(sw: SweepView) -> ReportFigure:
-    """The LR actually used, per epoch, for each schedule in the sweep."""
-    key, title = "lr-schedule", "Learning-rate schedules: the LR actually used per epoch"
+    """The LR actually used, per batch (per epoch when the schedule cannot be replayed),
+    for each schedule in the sweep."""
+    key, title = "lr-schedule", "Learning-rate schedules: the LR actually used"
     scheds = sw.values("schedule")
     if not scheds or all(s == "constant" for s in scheds):
         return absent(key, title, "every run used a constant learning rate (schedule "
@@ -220,6 +253,17 @@ def lr_schedule(sw: SweepView) -> ReportFigure:
         return absent(key, title, "no run has a training history to draw.")
     hist = {rid: h for rid, h in sw.history.groupby("run_id", sort=False)}
     palette = dict(zip(scheds, sns.color_palette("tab10", len(scheds)), strict=True))
+    per_batch = True
+
+    def curve(row) -> tuple[list[float], list[float]] | None:
+        nonlocal per_batch
+        replayed = replayed_lrs(sw, row)
+        if replayed is not None:
+            return replayed
+        per_batch = False
+        h = hist.get(row["run_id"])
+        return None if h is None else (h["epoch"].tolist(), h["lr"].tolist())
+
     fig = new_figure(11, 3.6)
     left, right = fig.subplots(1, 2)
     for s in scheds:
@@ -227,24 +271,28 @@ def lr_schedule(sw: SweepView) -> ReportFigure:
         if mine.empty:
             continue
         longest = mine.iloc[0]
-        h = hist.get(longest["run_id"])
-        if h is not None:
-            left.plot(h["epoch"], h["lr"] / longest["lr"], "-o", ms=3, color=palette[s],
+        drawn = curve(longest.to_dict())
+        if drawn is not None:
+            left.plot(drawn[0], [v / longest["lr"] for v in drawn[1]], "-", color=palette[s],
                       label=text(s))
         for lr in pick(sorted(mine["lr"].unique()), MAX_COLS):
-            r = mine[mine["lr"] == lr].iloc[0]
-            h = hist.get(r["run_id"])
-            if h is not None:
-                right.plot(h["epoch"], h["lr"], "-", color=palette[s], lw=1.4)
+            drawn = curve(mine[mine["lr"] == lr].iloc[0].to_dict())
+            if drawn is not None:
+                right.plot(*drawn, "-", color=palette[s], lw=1.4)
     left.set(title="shape: LR as a multiple of the run's LR", xlabel="epoch",
              ylabel="multiple of the given LR")
     left.legend(title="schedule", frameon=False)
     log_y(right)
     right.set(title="the LR actually used, one line per given LR", xlabel="epoch",
               ylabel="learning rate (log scale)")
-    caption = ("The learning rate the optimizer used at the last batch of each epoch (epoch 0 = "
-               "the first batch): left, each schedule's shape as a multiple of the LR you "
-               "gave; right, the actual values for each LR of the sweep, coloured by schedule. "
-               "Schedules change the LR every batch; a decaying LR lets a large starting LR "
-               "settle. A line ends where its run stopped (diverged or stopped early).")
-    return shown(key, title, caption, fig, "learning rate per epoch for each schedule")
+    when = ("at every batch (replayed from each run's schedule; the last batch of epoch e "
+            "sits at e)" if per_batch else "at the last batch of each epoch (epoch 0 = the "
+            "first batch)")
+    caption = (f"The learning rate the optimizer used {when}: left, each schedule's shape as "
+               "a multiple of the LR you gave; right, the actual values for each LR of the "
+               "sweep, coloured by schedule. A decaying LR lets a large starting LR settle; "
+               "a warm-up keeps it from blowing up in the first steps. A line ends where its "
+               "run stopped (diverged or stopped early).")
+    alt = "learning rate per batch for each schedule" if per_batch else \
+        "learning rate per epoch for each schedule"
+    return shown(key, title, caption, fig, alt)

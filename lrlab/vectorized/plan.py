@@ -11,22 +11,18 @@ vectorized, or what training it needs, before any hook is called.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.optim.lr_scheduler import LambdaLR
 
 from lrlab.config import Run, augment_str
+from lrlab.engine import dummy_optimizer, lr_table
 from lrlab.registry import Registry
 from lrlab.vectorized.optim import OptimKind, describe
 from lrlab.vectorized.stacked import check_vmap, inspect_model
 
 BUILTIN_OPTIMIZERS = "builtin.optimizers"
-# the keys a schedule may change; a schedule that changes others (momentum cycling)
-# needs the local executor
-SCHEDULED = ("lr", "initial_lr")
 
 
 @dataclass
@@ -40,12 +36,6 @@ class Plan:
     steps_per_epoch: int
     stochastic: bool  # the model draws randomness in training (dropout)
     augmented: bool  # the runs augment their batches
-
-
-def dummy_optimizer(registry: Registry, run: Run) -> torch.optim.Optimizer:
-    """The run's optimizer, built by its factory on one dummy parameter."""
-    return registry.build("optimizer", run.optimizer, [torch.nn.Parameter(torch.zeros(1))],
-                          run.lr)
 
 
 def optimizer_kind(registry: Registry, run: Run) -> tuple[OptimKind, dict[str, float]] | str:
@@ -66,32 +56,6 @@ def group_key(registry: Registry, run: Run) -> tuple[Any, ...] | str:
         return described
     return (str(run.dataset), str(run.model), str(run.loss), run.batch_size,
             augment_str(run.augment), described[0])
-
-
-def lr_table(registry: Registry, run: Run, steps_per_epoch: int) -> list[float] | str:
-    """The run's learning rate at each of its steps, read from its own schedule.
-
-    The schedule is built on a dummy optimizer and stepped as training would step it, so
-    any schedule plugin works; a pure ``LambdaLR`` is read from its factors directly.
-    """
-    optimizer = dummy_optimizer(registry, run)
-    schedule = registry.build("schedule", run.schedule, optimizer, steps_per_epoch,
-                              run.epochs)
-    total = steps_per_epoch * run.epochs
-    group = optimizer.param_groups[0]
-    if type(schedule) is LambdaLR and len(schedule.lr_lambdas) == 1:
-        base, factor = schedule.base_lrs[0], schedule.lr_lambdas[0]
-        return [group["lr"]] + [base * factor(s) for s in range(1, total)]
-    fixed = {k: v for k, v in group.items() if k not in SCHEDULED and k != "params"}
-    table = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
-        for _ in range(total):
-            table.append(float(group["lr"]))
-            schedule.step()
-            if any(group.get(k) != v for k, v in fixed.items()):
-                return f"schedule '{run.schedule}' changes optimizer settings besides the LR"
-    return table
 
 
 def plan_group(runs: list[Run], registry: Registry, data, batch_size: int,
