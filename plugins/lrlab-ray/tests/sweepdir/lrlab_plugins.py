@@ -1,7 +1,7 @@
 """A local plugin file for the ray executor's tests (copied beside a sweep file).
 
 Its models exist only here, so a run that uses one proves this file reached the Ray
-worker; ``lrlab_run_start`` leaves a marker naming the process it ran in.
+worker; ``lrlab_run_start`` leaves markers naming the process (and the Ray node) it ran in.
 """
 
 import os
@@ -51,3 +51,9 @@ def lrlab_register_models(register):
 
 def lrlab_run_start(run):
     (HERE / f"started-{run.run_id}.pid").write_text(str(os.getpid()))
+    try:
+        import ray
+    except ImportError:
+        return
+    if ray.is_initialized():  # in a Ray worker: which node of the cluster trains this run
+        (HERE / f"node-{run.run_id}.txt").write_text(ray.get_runtime_context().get_node_id())
