@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lrlab.config import Run
@@ -84,20 +85,21 @@ def summarize(run: Run, history: list[dict[str, Any]], *, test_loss: float = mat
 class ResultStore:
     """The folder of one sweep: tables, manifest, report.
 
-    Each run's rows are kept as small Arrow tables, so storing a finished run costs one
-    concatenation and one Parquet write of each table (no rebuilding of DataFrames from
-    every stored row): about 2 ms per run for a small sweep.
+    Both tables are kept in memory as Arrow tables, and a finished run is appended to them
+    (a replaced run is filtered out first), so storing a run costs an append and one
+    Parquet write of each table: about 2 ms per run for a small sweep, under 10 ms at a
+    thousand runs.
     """
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self._runs: dict[str, pa.Table] = {}  # run_id -> its row of `runs`, in order
-        self._history: dict[str, pa.Table] = {}  # run_id -> its rows of `history`
+        self._runs = pa.table({})
+        self._history = history_table([])
 
     @property
     def runs(self) -> list[dict[str, Any]]:
         """The stored rows of ``runs``, oldest first."""
-        return [t.to_pylist()[0] for t in self._runs.values()]
+        return self._runs.to_pylist()
 
     # -- reading --------------------------------------------------------------------------
 
@@ -108,11 +110,8 @@ class ResultStore:
         if not self.exists():
             return
         runs, history = read_tables(self.folder)
-        by_run = {rid: rows for rid, rows in history.groupby("run_id", sort=False)}
-        for i, rid in enumerate(runs["run_id"] if not runs.empty else []):
-            self._runs[rid] = pa.Table.from_pandas(runs.iloc[i:i + 1], preserve_index=False)
-            rows = by_run.get(rid, history.iloc[:0])
-            self._history[rid] = history_table(rows.to_dict("records"))
+        self._runs = pa.Table.from_pandas(runs, preserve_index=False).replace_schema_metadata()
+        self._history = history_table(history.to_dict("records"))
 
     def finished_keys(self) -> dict[str, str]:
         """key -> run_id of every stored run that finished without an error."""
@@ -123,18 +122,26 @@ class ResultStore:
     def start(self, manifest: dict[str, Any], keep_keys: set[str]) -> None:
         """Begin a (resumed) sweep: keep the stored runs in ``keep_keys``, write the manifest."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        for row in self.runs:
-            if row["key"] not in keep_keys:
-                del self._runs[row["run_id"]]
-                self._history.pop(row["run_id"], None)
+        if self._runs.num_rows:
+            keep = pc.is_in(self._runs["key"], pa.array(sorted(keep_keys), pa.string()))
+            self._runs = self._runs.filter(keep)
+            self._history = self._history.filter(
+                pc.is_in(self._history["run_id"], self._runs["run_id"]))
         self.write_manifest(manifest)
         self._write()
 
     def add(self, result: RunResult) -> None:
         rid = result.summary["run_id"]
-        self._runs.pop(rid, None)  # a retried run replaces its old record, at the end
-        self._runs[rid] = pa.Table.from_pylist([result.summary])
-        self._history[rid] = history_table([{"run_id": rid, **h} for h in result.history])
+        if self._runs.num_rows and pc.any(pc.equal(self._runs["run_id"], rid)).as_py():
+            # a retried run replaces its old record (and goes to the end)
+            self._runs = self._runs.filter(pc.not_equal(self._runs["run_id"], rid))
+            self._history = self._history.filter(pc.not_equal(self._history["run_id"], rid))
+        row = pa.Table.from_pylist([result.summary])
+        self._runs = row if not self._runs.num_columns else pa.concat_tables(
+            [self._runs, row], promote_options="permissive").combine_chunks()
+        self._history = pa.concat_tables(
+            [self._history, history_table([{"run_id": rid, **h} for h in result.history])]
+        ).combine_chunks()
         self._write()
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
@@ -142,20 +149,11 @@ class ResultStore:
                           json.dumps(manifest, indent=2, default=str))
 
     def _write(self) -> None:
-        runs, history = self._tables()
-        atomic_write_table(history, self.folder / HISTORY_FILE)
-        atomic_write_table(runs, self.folder / RUNS_FILE)
-
-    def _tables(self) -> tuple[pa.Table, pa.Table]:
-        history = pa.concat_tables([history_table([]), *self._history.values()],
-                                   promote_options="permissive")
-        if not self._runs:
-            return pa.table({}), history
-        return pa.concat_tables(self._runs.values(), promote_options="permissive"), history
+        atomic_write_table(self._history, self.folder / HISTORY_FILE)
+        atomic_write_table(self._runs, self.folder / RUNS_FILE)
 
     def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        runs, history = self._tables()
-        return runs_frame(runs.to_pandas()), history.to_pandas()
+        return runs_frame(self._runs.to_pandas()), self._history.to_pandas()
 
 
 HISTORY_SCHEMA = pa.schema([("run_id", pa.string()), ("epoch", pa.int64()),
@@ -180,9 +178,9 @@ def runs_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def atomic_write_table(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` as Parquet, whole or not at all (one row group)."""
+    """Write ``table`` to ``path`` as Parquet, whole or not at all."""
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table.combine_chunks(), tmp)
+    pq.write_table(table, tmp)
     os.replace(tmp, path)
 
 

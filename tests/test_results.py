@@ -80,6 +80,11 @@ def test_store_add_replaces_a_run_rather_than_duplicating(tmp_path, out):
     store.add(RunResult(None, result.runs.iloc[0].to_dict(), rows))
     runs, history = store.tables()
     assert len(runs) == 1 and len(history) == 2
+    # the stored file round-trips with the same column types as a fresh sweep wrote
+    again = pd.read_parquet(out / "d" / RUNS_FILE)
+    assert dict(again.dtypes) == dict(result.runs.dtypes)
+    assert list(pd.read_parquet(out / "d" / "history.parquet").columns) == list(
+        result.history.columns)
 
 
 KILL_SCRIPT = textwrap.dedent("""
