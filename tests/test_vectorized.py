@@ -154,7 +154,7 @@ def test_a_model_that_fails_gives_each_run_its_error_as_locally(out):
     result = lrlab.run_sweep(out=out, executor="vectorized", plugins=[BatchNormModels()], **kw)
     assert list(result.runs.verdict) == ["error", "error"]
     assert result.runs.error.str.contains("this model cannot run").all()
-    assert any("trained one at a time" in n for n in result.notes)
+    assert any("the broken runs were trained one at a time" in n for n in result.notes)
 
 
 def test_auto_vectorizes_augmented_groups_with_the_local_random_numbers(out, monkeypatch):

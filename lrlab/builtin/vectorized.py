@@ -70,7 +70,8 @@ class VectorizedExecutor:
             group = [item[1]] if isinstance(item, tuple) else item
             plan = item[0] if isinstance(item, tuple) else self.plan(group, context)
             if isinstance(plan, str):
-                self.say(context, f"runs were trained one at a time: {plan}")
+                self.say(context, f"the {group[0].model} runs were trained one at a time: "
+                                  f"{plan}")
                 tally["local"] += len(group)
                 yield from self.local(group, context)
                 continue
