@@ -2,9 +2,10 @@
 
 Each finished run is written at once: both tables are rewritten to a temporary file
 and moved into place (``os.replace``), so a killed sweep leaves whole files that hold
-every run that had finished (a few milliseconds per run: the rows are kept as Arrow
-tables, so nothing is converted twice). ``runs.parquet`` is the record of what finished: history
-rows of a run missing from it are dropped on load.
+every run that had finished. The tables are kept in memory as Arrow tables that each run
+is appended to, so a write costs milliseconds even at a thousand runs. ``runs.parquet``
+is the record of what finished: history rows of a run missing from it are dropped on
+load.
 """
 
 from __future__ import annotations
