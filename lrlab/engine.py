@@ -22,7 +22,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from lrlab.config import Run
-from lrlab.data import Split
+from lrlab.data import Split, take_rows
 from lrlab.registry import Registry
 from lrlab.verdicts import DEFAULT_THRESHOLDS, divergence
 
@@ -163,10 +163,9 @@ def _train(run: Run, model: torch.nn.Module, data: Split, registry: Registry,
         model.train()
         order = torch.randperm(n, generator=batch_gen, device=device)
         peak = torch.zeros((), device=device)  # the epoch's largest mini-batch loss
-        lr_used = optimizer.param_groups[0]["lr"]
         for step in range(steps_per_epoch):
             idx = order[step * run.batch_size:(step + 1) * run.batch_size]
-            xb, yb = x_train[idx], y_train[idx]
+            xb, yb = take_rows(x_train, idx), take_rows(y_train, idx)
             if augment is not None:
                 xb = augment(xb)
             lr_used = optimizer.param_groups[0]["lr"]

@@ -100,14 +100,28 @@ class Context:
             key=run_key(run, self.config))
         return RunResult(run, summary, history)
 
-    def train_one(self, run: Run) -> RunResult:
-        """Train one run here and now; an exception becomes an ``error`` result."""
+    def train_one(self, run: Run, started: bool = False) -> RunResult:
+        """Train one run here and now; an exception becomes an ``error`` result.
+
+        ``started``: ``lrlab_run_start`` already fired for this run (an executor that
+        tried it another way first and now retrains it here), so it does not fire again.
+        """
         start = time.perf_counter()
         try:
             data = self.data(run)
-            self.run_start(run)
+            if not started:
+                self.run_start(run)
             trained = train(run, data, self.registry, self.settings, self.epoch_end)
         except Exception:
             return self.result(run, wall_s=time.perf_counter() - start,
                                error=traceback.format_exc())
         return self.result(run, trained, wall_s=time.perf_counter() - start)
+
+
+def one_by_one(runs: list[Run], context: Context, started: bool = False) -> Iterator[RunResult]:
+    """Train ``runs`` one after another here (what the ``local`` executor does), stopping
+    when ``-x`` asks; ``started`` as in :meth:`Context.train_one`."""
+    for run in runs:
+        if context.stop_requested:
+            return
+        yield context.train_one(run, started=started)

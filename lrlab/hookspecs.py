@@ -193,7 +193,10 @@ def lrlab_epoch_end(run: Run, epoch: int, metrics: dict[str, float]) -> bool | N
     Not called for an epoch at which the run diverged (its training loss became
     non-finite or passed ``diverge_factor`` times its start): the run stops there.
     When an implementation answers ``True``, the run stops after this epoch with
-    ``stopped_by = "plugin"``; a stopper's ``restore_best`` still applies.
+    ``stopped_by = "plugin"``; a stopper's ``restore_best`` still applies. If an executor
+    gives up on a way of training a run midway (a vectorized group that fails is
+    retrained one run at a time), the run starts over from epoch 1 and this hook sees
+    those epochs again; ``lrlab_run_start`` does not fire twice.
 
     :param run: the run being trained.
     :param epoch: the epoch just finished, counted from 1.

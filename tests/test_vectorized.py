@@ -93,7 +93,7 @@ def test_initial_weights_are_the_local_executors(out):
     stacked = StackedModel(models, torch.nn.functional.cross_entropy)
     for i, model in enumerate(models):
         for name, value in model.state_dict().items():
-            assert torch.equal(stacked.row(i)[name], value)
+            assert torch.equal(stacked.snapshot(i)[name], value)
 
 
 class BatchNormModels:
@@ -196,6 +196,92 @@ def test_a_failing_group_is_trained_run_by_run(out, monkeypatch):
     assert any("boom" in n for n in result.notes)
 
 
+class CountStarts:
+    def __init__(self):
+        self.starts = []
+
+    @hookimpl
+    def lrlab_run_start(self, run):
+        self.starts.append(run.run_id)
+
+
+def test_a_group_failing_midway_is_retrained_without_starting_its_runs_twice(out, monkeypatch):
+    def fails(self, *args, **kwargs):
+        raise RuntimeError("the group's step failed")
+
+    monkeypatch.setattr(StackedModel, "grads", fails)
+    counter = CountStarts()
+    result = lrlab.run_sweep(out=out, executor="vectorized", plugins=[counter],
+                             **{**TINY, "lr": [0.01, 0.1], "epochs": 1})
+    assert (result.runs.error == "").all() and len(result.runs) == 2  # retrained locally
+    assert any("the group's step failed" in n for n in result.notes)
+    assert sorted(counter.starts) == sorted(result.runs.run_id)  # once each
+
+
+class Threads:
+    """Records the torch thread count of every vectorized step."""
+
+    def __init__(self, monkeypatch):
+        self.seen = set()
+        real = StackedModel.grads
+
+        def grads(stacked, *args, **kwargs):
+            self.seen.add(torch.get_num_threads())
+            return real(stacked, *args, **kwargs)
+
+        monkeypatch.setattr(StackedModel, "grads", grads)
+
+
+def test_the_vectorized_steps_use_the_threads_the_local_executor_would(out, monkeypatch):
+    torch.set_num_threads(2)
+    try:
+        spy = Threads(monkeypatch)
+        lrlab.run_sweep(out=out / "a", executor="vectorized", **{**TINY, "lr": [0.01, 0.1],
+                                                                  "epochs": 1, "threads": 1})
+        assert spy.seen == {1}
+        spy.seen.clear()  # a small group: one thread, as engine.train gives a small run
+        lrlab.run_sweep(out=out / "b", executor="vectorized", **{**TINY, "lr": [0.01, 0.1],
+                                                                  "epochs": 1})
+        assert spy.seen == {1}
+        spy.seen.clear()
+        lrlab.run_sweep(out=out / "c", executor="vectorized", **{**TINY, "lr": [0.01, 0.1],
+                                                                  "epochs": 1, "threads": 2})
+        assert spy.seen == {2}
+        assert torch.get_num_threads() == 2  # restored after the sweep
+    finally:
+        torch.set_num_threads(1)
+
+
+class ConstantAfterMatmul(nn.Module):
+    """``x @ W + 1.0``: a traced add of a Python number right after a matmul."""
+
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.flat = nn.Flatten()
+        self.linear = nn.Linear(math.prod(input_shape), num_classes, bias=False)
+
+    def forward(self, x):
+        return self.linear(self.flat(x)) + 1.0
+
+
+def test_a_number_added_after_a_matmul_is_not_fused_into_the_traced_step():
+    torch.manual_seed(0)
+    models = [ConstantAfterMatmul((1, 2, 2), 3) for _ in range(2)]
+    stacked = StackedModel(models, torch.nn.functional.cross_entropy)
+    x, y = torch.randn(2, 5, 1, 2, 2), torch.randint(0, 3, (2, 5))
+    eager, _ = stacked.grads(x, y, trace=False)
+    traced, _ = stacked.grads(x, y, trace=True)
+    assert all(torch.allclose(a, b) for a, b in zip(traced, eager, strict=True))
+
+
+def test_mse_groups_are_vectorized_by_auto_with_the_local_numbers(out):
+    local, _ = both(out, loss="mse", lr=[0.1, 1.0], epochs=2)
+    auto = lrlab.run_sweep(out=out / "auto", executor="auto",
+                           **{**TINY, "loss": "mse", "lr": [0.1, 1.0], "epochs": 2})
+    assert any("2 run(s) trained vectorized in 1 group(s)" in n for n in auto.notes), auto.notes
+    assert_same_histories(local, auto)
+
+
 class FailingEpochEnd:
     @hookimpl
     def lrlab_epoch_end(self, run, epoch, metrics):
@@ -219,11 +305,11 @@ def test_the_step_is_traced_once_per_shape_and_agrees_with_eager_vmap():
     stacked = StackedModel(models, torch.nn.functional.cross_entropy)
     x, y = torch.randn(2, 5, 1, 2, 2), torch.randint(0, 3, (2, 5))
     eager, eager_losses = stacked.grads(x, y, trace=False)
-    assert stacked.traced is None and not stacked._traces
+    assert not stacked._traces
     traced, traced_losses = stacked.grads(x, y)
     assert all(torch.allclose(a, b) for a, b in zip(traced, eager, strict=True))
     assert torch.allclose(traced_losses, eager_losses) and eager_losses.shape == (2,)
-    assert stacked.traced is True
+    assert isinstance(stacked._traces[next(iter(stacked._traces))], torch.fx.GraphModule)
     stacked.grads(x, y)
     stacked.grads(x[:, :3], y[:, :3])
     assert len(stacked._traces) == 2

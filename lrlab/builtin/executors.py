@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from lrlab import hookimpl
 from lrlab.config import Run
-from lrlab.executors import Context
+from lrlab.executors import Context, one_by_one
 from lrlab.results import RunResult
 
 
@@ -14,10 +14,7 @@ class LocalExecutor:
     """Trains the runs one after another on the sweep's device."""
 
     def run(self, runs: list[Run], context: Context) -> Iterator[RunResult]:
-        for run in runs:
-            if context.stop_requested:
-                return
-            yield context.train_one(run)
+        return one_by_one(runs, context)
 
 
 def local() -> LocalExecutor:

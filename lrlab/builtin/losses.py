@@ -21,7 +21,10 @@ def mse(num_classes: int, *, on: Literal["probs", "logits"] = "probs"):
 
     def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         outputs = logits.softmax(dim=1) if on == "probs" else logits
-        return F.mse_loss(outputs, F.one_hot(targets, num_classes).to(outputs.dtype))
+        # one-hot by comparison: F.one_hot checks its input with .item() on CPU, which
+        # costs a sync per step and cannot run under vmap (the vectorized executor)
+        classes = torch.arange(num_classes, device=targets.device)
+        return F.mse_loss(outputs, (targets[:, None] == classes).to(outputs.dtype))
 
     return loss
 

@@ -10,8 +10,9 @@ optimizer, a single run) is trained one run at a time, and the user is told once
 Augmentation draws from each member's own random stream, as the local executor's run
 would. ``vectorized`` also vectorizes runs whose model draws randomness in training
 (dropout): those numbers are drawn for the whole group, so the results are valid but not
-the local executor's. ``auto`` keeps those on the local executor, so it only ever changes
-how fast a sweep runs, never its numbers.
+the local executor's. ``auto`` keeps those on the local executor, so it changes how fast a
+sweep runs, not its numbers (up to float rounding: batched kernels may round the last
+bits differently from a single run's).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Iterator
 
 from lrlab import hookimpl
 from lrlab.config import Run
-from lrlab.executors import Context
+from lrlab.executors import Context, one_by_one
 from lrlab.results import RunResult
 from lrlab.vectorized.plan import Plan, group_key, plan_group
 from lrlab.vectorized.trainer import train_group
@@ -73,7 +74,7 @@ class VectorizedExecutor:
                 self.say(context, f"the {group[0].model} runs were trained one at a time: "
                                   f"{plan}")
                 tally["local"] += len(group)
-                yield from self.local(group, context)
+                yield from one_by_one(group, context)
                 continue
             tally["vectorized"] += len(group)
             tally["groups"] += 1
@@ -109,13 +110,6 @@ class VectorizedExecutor:
             return
         context.note(f"{self.name}: {text}")
 
-    @staticmethod
-    def local(runs: list[Run], context: Context) -> Iterator[RunResult]:
-        for run in runs:
-            if context.stop_requested:
-                return
-            yield context.train_one(run)
-
     def together(self, plan: Plan, context: Context) -> Iterator[RunResult]:
         """Train a group together; if that fails, train its unfinished runs one by one."""
         handed: set[str] = set()
@@ -127,7 +121,9 @@ class VectorizedExecutor:
         except Exception as exc:
             self.say(context, f"training a group together failed ({type(exc).__name__}: "
                               f"{exc}); its runs were trained one at a time")
-            yield from self.local([r for r in plan.runs if r.run_id not in handed], context)
+            # lrlab_run_start already fired for these runs when the group started
+            yield from one_by_one([r for r in plan.runs if r.run_id not in handed], context,
+                                  started=True)
 
 
 def vectorized(*, max_group: int = 64) -> VectorizedExecutor:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lrlab.data import take_rows
 from lrlab.errors import UsageError
 
 MODES = ("exp", "linear")
@@ -112,7 +113,7 @@ def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 idx = order[(step % per_pass) * batch_size:(step % per_pass + 1) * batch_size]
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                loss = loss_fn(model(x[idx]).float(), y[idx])
+                loss = loss_fn(model(take_rows(x, idx)).float(), take_rows(y, idx))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

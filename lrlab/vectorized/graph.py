@@ -79,10 +79,13 @@ def _fuse_bias(graph: torch.fx.Graph, node: torch.fx.Node) -> None:
     """``add(bias, bmm(a, b))`` -> ``baddbmm(bias, a, b)`` when the sum has the matmul's
     shape (so the bias broadcasts into it) and nothing else reads the matmul."""
     for mm, bias in ((node.args[1], node.args[0]), (node.args[0], node.args[1])):
-        if not (isinstance(mm, torch.fx.Node) and mm.target is aten.bmm.default
+        bias_val = bias.meta.get("val") if isinstance(bias, torch.fx.Node) else None
+        if not (isinstance(bias_val, torch.Tensor)  # a tensor, not a Python number
+                and isinstance(mm, torch.fx.Node) and mm.target is aten.bmm.default
                 and len(mm.users) == 1 and _layout(mm) is not None
                 and _layout(node) is not None
-                and _layout(mm)[0] == _layout(node)[0] and _layout(mm)[3] == _layout(node)[3]):
+                and _layout(mm)[0] == _layout(node)[0] and _layout(mm)[3] == _layout(node)[3]
+                and bias_val.dtype == _layout(mm)[3]):  # baddbmm does not promote dtypes
             continue
         with graph.inserting_before(node):
             fused = graph.call_function(aten.baddbmm.default, (bias, *mm.args))

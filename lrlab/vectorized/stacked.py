@@ -40,7 +40,6 @@ class StackedModel:
         self.amp = amp and self.device.type == "cuda"
         self.compile = compile
         self._traces: dict[tuple, Callable] = {}
-        self.traced: bool | None = None  # whether make_fx could trace (None: not tried)
 
     @staticmethod
     def _stack(states: list[dict[str, torch.Tensor]]) -> Params:
@@ -60,10 +59,6 @@ class StackedModel:
     def chunks(self) -> list[torch.Tensor]:
         """Each parameter as a ``(W, size)`` view, in the order of :meth:`grads`."""
         return [p.view(p.shape[0], -1) for p in self.params.values()]
-
-    def row(self, index: int) -> dict[str, torch.Tensor]:
-        """One member's parameters and buffers, as a state dict of the template."""
-        return {n: v[index] for n, v in {**self.params, **self.buffers}.items()}
 
     def snapshot(self, index: int) -> Params:
         """A copy of one member's parameters."""
@@ -109,9 +104,8 @@ class StackedModel:
 
             try:
                 traced = simplify(make_fx(plain, tracing_mode="fake")(*args))
-                self.traced = True
             except Exception:  # a model make_fx cannot trace still runs under eager vmap
-                traced, self.traced = fn, False
+                traced = fn
             if self.compile:
                 traced = torch.compile(traced, dynamic=False)
             self._traces[key] = traced

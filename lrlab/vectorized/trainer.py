@@ -20,6 +20,7 @@ its share, and the shares of a group add up to the group's wall time.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import traceback
@@ -30,7 +31,8 @@ from typing import Any
 import torch
 
 from lrlab.config import Run
-from lrlab.engine import Trained, build_augment
+from lrlab.data import take_rows
+from lrlab.engine import Trained, build_augment, cpu_threads
 from lrlab.vectorized.optim import BatchedOptimizer
 from lrlab.vectorized.plan import Plan
 from lrlab.vectorized.stacked import StackedModel
@@ -120,14 +122,20 @@ def train_group(plan: Plan, context) -> Iterator[Finished]:
     slots: list[Member | None] = list(members)  # row -> member (None: finished)
     chunk = max(1, settings.eval_batch_size // len(members))
     arange = torch.arange(n, device=device)
+    # the group's compute runs on the thread count engine.train would choose for a run
+    # that steps all members' samples at once (not around the yields: the sweep stores
+    # results between them)
+    threads = functools.partial(cpu_threads, stacked.template, batch * len(members), device,
+                                settings.threads)
 
     def clean_metrics(rows: list[int]) -> list[dict[str, float]]:
         if len(rows) == stacked.width:
             params, buffers = stacked.params, stacked.buffers
         else:
             params, buffers = stacked.take(torch.tensor(rows, device=device))
-        train_loss, train_acc = stacked.evaluate(params, buffers, *data.train, chunk)
-        val_loss, val_acc = stacked.evaluate(params, buffers, *data.val, chunk)
+        with threads():
+            train_loss, train_acc = stacked.evaluate(params, buffers, *data.train, chunk)
+            val_loss, val_acc = stacked.evaluate(params, buffers, *data.val, chunk)
         return [{"train_loss": train_loss[i], "train_acc": train_acc[i],
                  "val_loss": val_loss[i], "val_acc": val_acc[i]} for i in range(len(rows))]
 
@@ -166,20 +174,21 @@ def train_group(plan: Plan, context) -> Iterator[Finished]:
         lrs = lr_table[:, (epoch - 1) * spe:epoch * spe]
         epochs_left = max(slots[row].run.epochs for row in live) - epoch + 1
         peak = torch.zeros(len(slots), device=device)  # each member's largest batch loss
-        for step in range(spe):
-            idx = orders[:, step * batch:(step + 1) * batch]
-            xb, yb = gather(x_train, idx), gather(y_train, idx)
-            if augment is not None and plan.stochastic:  # randomness is the group's anyway
-                xb = augment(xb.flatten(0, 1)).reshape(xb.shape)
-            elif augment is not None:  # each member draws from its own stream, as on local
-                xb = torch.stack([xb[i] if m is None else augment_as(m, augment, xb[i], device)
-                                  for i, m in enumerate(slots)])
-            full = idx.shape[1] == batch
-            calls_left = epochs_left * (n // batch if full else 1)
-            trace = calls_left >= TRACE_MIN_CALLS or (settings.compile and full)
-            grads, losses = stacked.grads(xb, yb, trace=trace)
-            peak = torch.maximum(peak, losses.detach().float().nan_to_num(nan=math.inf))
-            optimizer.step(stacked.chunks, grads, lrs[:, step:step + 1])
+        with threads():
+            for step in range(spe):
+                idx = orders[:, step * batch:(step + 1) * batch]
+                xb, yb = take_rows(x_train, idx), take_rows(y_train, idx)
+                if augment is not None and plan.stochastic:  # randomness is the group's anyway
+                    xb = augment(xb.flatten(0, 1)).reshape(xb.shape)
+                elif augment is not None:  # each member draws from its own stream, as on local
+                    xb = torch.stack([xb[i] if m is None else augment_as(m, augment, xb[i], device)
+                                      for i, m in enumerate(slots)])
+                full = idx.shape[1] == batch
+                calls_left = epochs_left * (n // batch if full else 1)
+                trace = calls_left >= TRACE_MIN_CALLS or (settings.compile and full)
+                grads, losses = stacked.grads(xb, yb, trace=trace)
+                peak = torch.maximum(peak, losses.detach().float().nan_to_num(nan=math.inf))
+                optimizer.step(stacked.chunks, grads, lrs[:, step:step + 1])
 
         measured = clean_metrics(live)
         peaks = peak.tolist()
@@ -195,7 +204,8 @@ def train_group(plan: Plan, context) -> Iterator[Finished]:
         if not done:
             continue
 
-        yield from finish([slots[r] for r in done], done, stacked, data, chunk, clock)
+        yield from finish([slots[r] for r in done], done, stacked, data, chunk, clock,
+                          threads)
         index = torch.tensor(done, device=device)
         stacked.zero(index)
         optimizer.clear(index)
@@ -230,15 +240,8 @@ def augment_as(m: Member, augment, x: torch.Tensor, device: torch.device) -> tor
     return out
 
 
-def gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """``x[idx]`` for an index matrix ``(W, b)``: rows copied whole (index_select), several
-    times faster on CPU than advanced indexing."""
-    rows = x.reshape(x.shape[0], -1).index_select(0, idx.reshape(-1))
-    return rows.view(*idx.shape, *x.shape[1:])
-
-
 def finish(members: list[Member], rows: list[int], stacked: StackedModel, data, chunk: int,
-           clock: Clock) -> Iterator[Finished]:
+           clock: Clock, threads) -> Iterator[Finished]:
     """Evaluate the test split for members that are done (at the restored epoch when the
     stopper restores) and hand back their outcomes."""
     tested = [(m, row) for m, row in zip(members, rows, strict=True) if not m.error]
@@ -252,7 +255,8 @@ def finish(members: list[Member], rows: list[int], stacked: StackedModel, data, 
             if r:  # the stopper's best epoch, as engine.train restores it
                 for name, value in m.best.items():
                     params[name][i] = value
-        losses, accs = stacked.evaluate(params, buffers, *data.test, chunk)
+        with threads():
+            losses, accs = stacked.evaluate(params, buffers, *data.test, chunk)
         for i, (m, _) in enumerate(tested):
             results[id(m)] = (losses[i], accs[i])
             m.restored = m.stopper.best_epoch if restore[i] else None
