@@ -76,8 +76,9 @@ class Prepared:
 
     config: SweepConfig
     plugins: Plugins
-    runs: list[Run]
+    runs: list[Run]  # the runs to train: the grid, less what -k deselected
     context: Context
+    grid_keys: set[str] = field(default_factory=set)  # resume keys of the whole grid
 
 
 def prepare(config: SweepConfig, *, extra_plugins: Iterable[str] = (),
@@ -104,6 +105,7 @@ def prepare(config: SweepConfig, *, extra_plugins: Iterable[str] = (),
 
         config.grid["lr"] = resolve_auto_lr(config, context)
     runs = expand(config)
+    grid_keys = {run_key(r, config) for r in runs}
     if keyword:
         match = keyword_matcher(keyword)
         runs = [r for r in runs if match(r.run_id)]
@@ -113,7 +115,7 @@ def prepare(config: SweepConfig, *, extra_plugins: Iterable[str] = (),
         for run in runs:
             context.data(run)  # a missing data root fails here, before anything is written
         dry_build(runs, context)
-    return Prepared(config, host, runs, context)
+    return Prepared(config, host, runs, context, grid_keys)
 
 
 def dry_build(runs: list[Run], context: Context) -> None:
@@ -219,16 +221,19 @@ def execute(prepared: Prepared, *, fresh: bool = False, exitfirst: bool = False,
     store = ResultStore(config.out_dir)
     if not fresh:
         store.load()
-    keys = {run_key(r, config): r for r in prepared.runs}
-    stray = [r["run_id"] for r in store.runs if r["key"] not in keys]
+    grid_keys = prepared.grid_keys or {run_key(r, config) for r in prepared.runs}
+    stray = [r["run_id"] for r in store.runs if r["key"] not in grid_keys]
     if stray and not fresh:
         raise UsageError(f"{config.out_dir} holds {len(stray)} run(s) of another grid "
                          f"(e.g. {stray[0]}); pass --fresh to start over or --name to "
                          f"keep both")
     done = store.finished_keys()
+    selected = {run_key(r, config) for r in prepared.runs}
     todo = [r for r in prepared.runs if run_key(r, config) not in done]
     skipped = [r.run_id for r in prepared.runs if run_key(r, config) in done]
-    store.start(manifest(config, host, context), set(done))
+    # keep what finished, and every stored run that -k left out this time (even an error)
+    keep = set(done) | {r["key"] for r in store.runs if r["key"] not in selected}
+    store.start(manifest(config, host, context), keep)
 
     executor = host.registry.build("executor", config.executor)
     host.call("lrlab_sweep_start", config=config, runs=todo)

@@ -190,6 +190,21 @@ def test_a_different_grid_in_the_same_folder_is_refused(out):
     assert len(pd.read_parquet(out / "r" / "runs.parquet")) == 2  # nothing lost
 
 
+def test_k_selects_part_of_a_stored_grid_and_keeps_the_rest(out):
+    grid = (*TINY, "--lr", "0.05,0.1", "--out", out, "--name", "k")
+    first = invoke("sweep", *grid, "-k", "lr0.1")  # one run of the two
+    assert first.exit_code == 0, first.output
+    assert list(pd.read_parquet(out / "k" / "runs.parquet")["run_id"]) == [
+        "mlp-lr0.1-ep2-none-s0"]
+    other = invoke("sweep", *grid, "-k", "lr0.05")  # the other: the first one is kept
+    assert other.exit_code == 0, other.output
+    assert sorted(pd.read_parquet(out / "k" / "runs.parquet")["run_id"]) == [
+        "mlp-lr0.05-ep2-none-s0", "mlp-lr0.1-ep2-none-s0"]
+    again = invoke("sweep", *grid, "-k", "lr0.1")  # a subset of a finished grid
+    assert again.exit_code == 0 and "resumed: 1 finished run(s) skipped" in again.stdout
+    assert len(pd.read_parquet(out / "k" / "runs.parquet")) == 2
+
+
 def test_show_prints_the_stored_table(out):
     invoke("sweep", *TINY, "--out", out, "--name", "s")
     result = invoke("show", out / "s")

@@ -88,37 +88,43 @@ def test_store_add_replaces_a_run_rather_than_duplicating(tmp_path, out):
 
 
 KILL_SCRIPT = textwrap.dedent("""
-    import sys, lrlab
+    import pathlib, sys, time, lrlab
+
+    class HangOnThird:  # the third run never finishes: the sweep is killed while in it
+        started = 0
+
+        def lrlab_run_start(self, run):
+            self.started += 1
+            if self.started == 3:
+                pathlib.Path(sys.argv[2]).write_text(run.run_id)
+                time.sleep(600)
+
     lrlab.run_sweep(out=sys.argv[1], name="k", lr=[0.01, 0.02, 0.03, 0.04, 0.05, 0.06],
-                    epochs=40, augment="none", report=False)
+                    epochs=2, augment="none", executor="local", report=False,
+                    plugins=[HangOnThird()])
 """)
 
 
 def test_a_killed_sweep_keeps_every_finished_run_and_resumes(tmp_path, out):
-    script = tmp_path / "sweep.py"
+    script, marker = tmp_path / "sweep.py", tmp_path / "in-flight"
     script.write_text(KILL_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(out)],
+    proc = subprocess.Popen([sys.executable, str(script), str(out), str(marker)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    runs_file = out / "k" / RUNS_FILE
-    deadline = time.time() + 600
-    finished = 0
-    while time.time() < deadline and proc.poll() is None:
-        if runs_file.exists():
-            finished = len(pd.read_parquet(runs_file))
-            if finished >= 2:
-                break
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not marker.exists():
         time.sleep(0.05)
-    assert proc.poll() is None, "the sweep ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)  # while the third run trains
     proc.wait()
-    kept = pd.read_parquet(runs_file)  # a whole, readable file
-    assert len(kept) >= 2
+    kept = pd.read_parquet(out / "k" / RUNS_FILE)  # a whole, readable file
+    assert list(kept["run_id"]) == ["mlp-lr0.01-ep2-none-s0", "mlp-lr0.02-ep2-none-s0"]
     history = pd.read_parquet(out / "k" / "history.parquet")
-    assert set(kept["run_id"]) <= set(history["run_id"])
+    assert sorted(set(history["run_id"])) == sorted(kept["run_id"])
+    assert len(history) == 2 * 3  # epochs 0..2 of each finished run, whole
     resumed = lrlab.run_sweep(out=out, name="k", lr=[0.01, 0.02, 0.03, 0.04, 0.05, 0.06],
-                              epochs=40, augment="none", report=False)
+                              epochs=2, augment="none", executor="local", report=False)
     assert set(resumed.skipped) == set(kept["run_id"])
-    assert len(resumed.runs) == 6 and len(resumed.ran) == 6 - len(kept)
+    assert len(resumed.runs) == 6 and len(resumed.ran) == 4
     again = resumed.runs.set_index("run_id")
     for row in kept.itertuples():  # the finished runs were kept, not trained again
         assert again.loc[row.run_id, "wall_s"] == row.wall_s

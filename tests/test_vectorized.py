@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -31,7 +32,14 @@ def both(out, **kw):
     args = {**TINY, **kw}
     local = lrlab.run_sweep(out=out / "local", executor="local", **args)
     vect = lrlab.run_sweep(out=out / "vect", executor="vectorized", **args)
+    assert_vectorized(vect)
     return local, vect
+
+
+def assert_vectorized(result):
+    """No group fell back to the local executor (which would give the same histories)."""
+    fallbacks = [n for n in result.notes if "one at a time" in n and "0 one at a time" not in n]
+    assert not fallbacks, fallbacks
 
 
 def assert_same_histories(local, vect):
@@ -128,7 +136,8 @@ class Broken(nn.Module):
 
 
 def test_batchnorm_model_falls_back_to_local_and_says_so_once(out):
-    kw = {**TINY, "model": "bnmlp", "lr": [0.01, 0.1], "seeds": 2, "epochs": 2}
+    kw = {**TINY, "model": "bnmlp", "lr": [0.01, 0.1], "seeds": 2, "epochs": 2,
+          "optimizer": ["sgd", "adam"]}  # two groups, both falling back: one note
     local = lrlab.run_sweep(out=out / "l", executor="local", plugins=[BatchNormModels()], **kw)
     vect = lrlab.run_sweep(out=out / "v", executor="vectorized", plugins=[BatchNormModels()],
                            **kw)
@@ -177,11 +186,12 @@ def test_auto_vectorizes_augmented_groups_with_the_local_random_numbers(out, mon
 
 
 def test_auto_keeps_dropout_groups_local(out):
-    result = lrlab.run_sweep(out=out, executor="auto", **{**TINY, "model": "mlp(dropout=0.2)",
-                                                           "lr": [0.01, 0.1], "epochs": 1})
-    assert any("dropout" in n for n in result.notes)
-    assert any("0 run(s) trained vectorized" in n or "one at a time" in n
-               for n in result.notes)
+    grid = {**TINY, "model": "mlp(dropout=0.2)", "lr": [0.01, 0.1], "epochs": 1}
+    result = lrlab.run_sweep(out=out / "auto", executor="auto", **grid)
+    assert any("dropout" in n and "one at a time" in n for n in result.notes)
+    local = lrlab.run_sweep(out=out / "local", executor="local", **grid)
+    pd.testing.assert_frame_equal(result.history.drop(columns="wall_s"),
+                                  local.history.drop(columns="wall_s"))  # dropout draws too
 
 
 def test_a_failing_group_is_trained_run_by_run(out, monkeypatch):

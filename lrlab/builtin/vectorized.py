@@ -18,7 +18,7 @@ bits differently from a single run's).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 from lrlab import hookimpl
 from lrlab.config import Run
@@ -76,9 +76,11 @@ class VectorizedExecutor:
                 tally["local"] += len(group)
                 yield from one_by_one(group, context)
                 continue
-            tally["vectorized"] += len(group)
-            tally["groups"] += 1
-            yield from self.together(plan, context)
+            if (yield from self.together(plan, context)):
+                tally["vectorized"] += len(group)
+                tally["groups"] += 1
+            else:
+                tally["local"] += len(group)
         if self.auto and tally["vectorized"]:
             context.note(f"auto: {tally['vectorized']} run(s) trained vectorized in "
                          f"{tally['groups']} group(s), {tally['local']} one at a time")
@@ -110,8 +112,9 @@ class VectorizedExecutor:
             return
         context.note(f"{self.name}: {text}")
 
-    def together(self, plan: Plan, context: Context) -> Iterator[RunResult]:
-        """Train a group together; if that fails, train its unfinished runs one by one."""
+    def together(self, plan: Plan, context: Context) -> Generator[RunResult, None, bool]:
+        """Train a group together; if that fails, train its unfinished runs one by one.
+        Returns whether the group was trained together to the end."""
         handed: set[str] = set()
         try:
             for done in train_group(plan, context):
@@ -124,6 +127,8 @@ class VectorizedExecutor:
             # lrlab_run_start already fired for these runs when the group started
             yield from one_by_one([r for r in plan.runs if r.run_id not in handed], context,
                                   started=True)
+            return False
+        return True
 
 
 def vectorized(*, max_group: int = 64) -> VectorizedExecutor:
