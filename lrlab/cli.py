@@ -17,6 +17,7 @@ app = typer.Typer(
     help="A learning-rate and overfitting lab for PyTorch: sweep learning rates, epochs and "
          "augmentations, and see which runs learn, overfit, underfit or diverge.",
     no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts say [default: ...] and [tool.lrlab] literally
     context_settings={"help_option_names": ["-h", "--help"]})
 
 PluginOpt = Annotated[list[str] | None, typer.Option(
@@ -52,7 +53,7 @@ def sweep(
     stopper: Annotated[str | None, _axis("Early stopping, e.g. none,patience(patience=3).")] = None,
     batch_size: Annotated[str | None, _axis("Batch sizes, e.g. 32,128.")] = None,
     dataset: Annotated[str | None, _axis("Datasets, e.g. digits,mnist.")] = None,
-    seeds: Annotated[int | None, _axis("Seeds per configuration (0..N-1).")] = None,
+    seeds: Annotated[str | None, _axis("Seeds per configuration (0..N-1).")] = None,
     name: Annotated[str | None, _axis("Sweep name: results go to OUT/NAME/.")] = None,
     out: Annotated[str | None, _axis("Folder of all results [default: reports].")] = None,
     executor: Annotated[str | None, _axis("local, vectorized, auto, or a plugin's.")] = None,
@@ -75,8 +76,10 @@ def sweep(
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore stored results: start over.")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the models.")] = False,
     amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (bfloat16) on CUDA.")] = False,
-    threads: Annotated[int | None, _axis("CPU threads per run [default: 0 = one for small "
+    threads: Annotated[str | None, _axis("CPU threads per run [default: 0 = one for small "
                                             "models, else torch's default].")] = None,
+    eval_batch_size: Annotated[str | None, _axis("Samples per forward pass of the clean "
+                                                    "evaluations [default: 4096].")] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only the last line.")] = False,
 ) -> None:
     """Run a grid of trainings and judge each run: ok, overfit, underfit, diverged, error."""
@@ -90,7 +93,7 @@ def sweep(
                  "seeds": seeds, "name": name, "out": out, "executor": executor,
                  "device": device, "split": split, "data_root": data_root,
                  "download": download or None, "compile": compile or None,
-                 "amp": amp or None, "threads": threads}
+                 "amp": amp or None, "threads": threads, "eval_batch_size": eval_batch_size}
     if threshold:
         overrides["thresholds"] = _thresholds(threshold)
     cwd = Path.cwd()
@@ -106,10 +109,14 @@ def sweep(
             console.print(run.run_id)
         console.print(f"{len(prepared.runs)} runs collected")
         return
-    if junit_xml is not None and junit_xml.exists() and junit_xml.is_dir():
+    if junit_xml is not None and junit_xml.is_dir():
         raise UsageError(f"--junit-xml {junit_xml} is a folder")
-    result = execute(prepared, fresh=fresh, exitfirst=exitfirst)
-    reporter.close()
+    if junit_xml is not None and not junit_xml.resolve().parent.is_dir():
+        raise UsageError(f"--junit-xml: folder {junit_xml.resolve().parent} does not exist")
+    try:
+        result = execute(prepared, fresh=fresh, exitfirst=exitfirst)
+    finally:
+        reporter.close()
     if not quiet:
         print_results(console, result.runs)
         for note in result.notes:

@@ -193,9 +193,14 @@ def parse_axis(axis: str, value: Any) -> list[Any]:
             if not (lr > 0 and math.isfinite(lr)):
                 raise UsageError(f"learning rate must be > 0, got {v!r}")
             out.append(lr)
+        ids: dict[str, float] = {}
+        for lr in (v for v in out if not isinstance(v, str)):
+            other = ids.setdefault(f"{lr:g}", lr)
+            if other != lr:
+                raise UsageError(f"learning rates {other!r} and {lr!r} would both be run "
+                                 f"'lr{lr:g}': give them more distinct values")
         return out
-    kind = int
-    nums = [_number(axis, v, kind) for v in values]
+    nums = [_number(axis, v, int) for v in values]
     low = {"epochs": 1, "batch_size": 1, "seed": 0}[axis]
     for n in nums:
         if n < low:
@@ -218,8 +223,12 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise UsageError(f"sweep file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
+    except IsADirectoryError:
+        raise UsageError(f"sweep file {path} is a folder, not a TOML file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"malformed TOML in {path}: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read sweep file {path}: {exc.strerror or exc}") from None
 
 
 def find_pyproject(start: Path) -> Path | None:
@@ -258,7 +267,14 @@ def build_config(sweep_file: Path | None = None, overrides: dict[str, Any] | Non
     _check_keys(overrides, "the arguments")
     layers.append(overrides)
     for layer in layers:  # later layers win; thresholds merge key by key
+        if not isinstance(layer.get("thresholds", {}), dict):
+            raise UsageError("thresholds must be a table of name = number")
+        if "seed" in layer and "seeds" in layer:
+            raise UsageError("give seed (a list of seeds) or seeds (how many), not both")
         thresholds = {**merged.get("thresholds", {}), **layer.get("thresholds", {})}
+        for given, other in (("seed", "seeds"), ("seeds", "seed")):
+            if given in layer:  # a later layer's seed replaces an earlier seeds, and back
+                merged.pop(other, None)
         merged.update(layer)
         merged["thresholds"] = thresholds
 
@@ -290,20 +306,25 @@ def build_config(sweep_file: Path | None = None, overrides: dict[str, Any] | Non
         raise UsageError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
     cfg.executor = parse_spec(merged.get("executor", "auto"), "executor")
     cfg.data_root = str(merged.get("data_root", "data"))
-    cfg.download = bool(merged.get("download", False))
+    cfg.download = _flag("download", merged.get("download", False))
     cfg.out = str(merged.get("out", "reports"))
-    thresholds = merged.get("thresholds", {})
-    if not isinstance(thresholds, dict):
-        raise UsageError("thresholds must be a table of name = number")
-    cfg.thresholds = check_thresholds(thresholds)
+    cfg.thresholds = check_thresholds(merged.get("thresholds", {}))
     cfg.plugins = [str(p) for p in _as_list(merged.get("plugins", []))]
     cfg.eval_batch_size = _number("eval_batch_size", merged.get("eval_batch_size", 4096), int)
-    cfg.compile = bool(merged.get("compile", False))
-    cfg.amp = bool(merged.get("amp", False))
+    if cfg.eval_batch_size < 1:
+        raise UsageError(f"eval_batch_size must be >= 1, got {cfg.eval_batch_size}")
+    cfg.compile = _flag("compile", merged.get("compile", False))
+    cfg.amp = _flag("amp", merged.get("amp", False))
     cfg.threads = _number("threads", merged.get("threads", 0), int)
     if cfg.threads < 0:
         raise UsageError(f"threads must be >= 0, got {cfg.threads}")
     return cfg
+
+
+def _flag(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise UsageError(f"{key} must be true or false, got {value!r}")
+    return value
 
 
 def _default_name(grid: dict[str, list[Any]]) -> str:

@@ -11,6 +11,7 @@ the moment it finishes.
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 import time
@@ -85,6 +86,7 @@ def prepare(config: SweepConfig, *, extra_plugins: Iterable[str] = (),
             plugins: Iterable[Any] = (), keyword: str | None = None,
             local_dirs: Iterable[Path] = (), load_data: bool = True) -> Prepared:
     """Load plugins, check every component, expand the grid and load the data."""
+    check_folder(config.out_dir)
     host = load_plugins([*config.plugins, *extra_plugins], plugins=plugins,
                         local_dirs=local_dirs)
     host.call("lrlab_configure", config=config)
@@ -116,6 +118,17 @@ def prepare(config: SweepConfig, *, extra_plugins: Iterable[str] = (),
             context.data(run)  # a missing data root fails here, before anything is written
         dry_build(runs, context)
     return Prepared(config, host, runs, context, grid_keys)
+
+
+def check_folder(folder: Path) -> None:
+    """That ``folder`` can be created (or is a folder) and written, before anything is."""
+    existing = Path(folder).resolve()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"cannot write results to {folder}: {existing} is a file")
+    if not os.access(existing, os.W_OK):
+        raise UsageError(f"cannot write results to {folder}: {existing} is not writable")
 
 
 def dry_build(runs: list[Run], context: Context) -> None:

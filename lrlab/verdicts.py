@@ -35,9 +35,16 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
 
 
 def check_thresholds(values: dict[str, Any]) -> dict[str, float]:
-    """Merge user thresholds over the defaults; unknown keys are kept for plugins."""
+    """Merge user thresholds over the defaults. Unknown keys are kept for plugins'
+    diagnoses, unless one is a near-miss of lrlab's own (a typo would otherwise be
+    silently ignored)."""
+    import difflib
+
     out = dict(DEFAULT_THRESHOLDS)
     for key, value in values.items():
+        near = difflib.get_close_matches(key, list(DEFAULT_THRESHOLDS), n=1, cutoff=0.8)
+        if key not in DEFAULT_THRESHOLDS and near:
+            raise UsageError(f"unknown threshold '{key}'; did you mean '{near[0]}'?")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise UsageError(f"threshold '{key}' must be a non-negative number, got {value!r}")
         out[key] = float(value)

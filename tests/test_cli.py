@@ -63,6 +63,11 @@ def test_sweep_prints_table_where_results_went_and_pytest_style_last_line(out):
     (["--executor", "locl"], "unknown executor 'locl'"),
     (["-k", "nothing-matches"], "selects none of the runs"),
     (["--threshold", "overfit_gl"], "is not KEY=NUMBER"),
+    (["--threshold", "overfit_gapacc=0.1"], "did you mean 'overfit_gap_acc'?"),
+    (["--seeds", "x"], "seeds value 'x' is not an integer"),
+    (["--threads", "x"], "threads value 'x' is not an integer"),
+    (["--eval-batch-size", "0"], "eval_batch_size must be >= 1"),
+    (["--lr", "0.1,0.1000001"], "would both be run 'lr0.1'"),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(out, args, message):
     result = invoke("sweep", *TINY, "--out", out, *args)
@@ -188,6 +193,32 @@ def test_a_different_grid_in_the_same_folder_is_refused(out):
     assert result.exit_code == 2
     assert "--fresh" in result.stderr and "--name" in result.stderr
     assert len(pd.read_parquet(out / "r" / "runs.parquet")) == 2  # nothing lost
+
+
+@pytest.mark.parametrize("text, message", [
+    (b"\xff\xfe", "malformed TOML"),
+    (b"thresholds = 5\n", "thresholds must be a table"),
+    (b'download = "no"\n', "download must be true or false"),
+    (b"seed = [1]\nseeds = 2\n", "not both"),
+    (b"eval_batch_size = -5\n", "eval_batch_size must be >= 1"),
+])
+def test_a_bad_sweep_file_is_one_line_exit_2(tmp_path, out, text, message):
+    sweep_file = tmp_path / "bad.toml"
+    sweep_file.write_bytes(text)
+    result = invoke("sweep", sweep_file, "--out", out)
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_unwritable_destinations_are_refused_before_anything_runs(tmp_path, out):
+    (tmp_path / "a-file").write_text("")
+    folder = invoke("sweep", tmp_path)  # a folder where a sweep file should be
+    assert folder.exit_code == 2 and "is a folder" in folder.stderr
+    on_file = invoke("sweep", *TINY, "--out", tmp_path / "a-file" / "sub")
+    assert on_file.exit_code == 2 and "a-file is a file" in on_file.stderr
+    junit = invoke("sweep", *TINY, "--out", out, "--junit-xml", tmp_path / "no" / "j.xml")
+    assert junit.exit_code == 2 and "does not exist" in junit.stderr
+    assert not out.exists()  # refused before training, not after
 
 
 def test_k_selects_part_of_a_stored_grid_and_keeps_the_rest(out):
