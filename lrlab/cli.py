@@ -180,8 +180,15 @@ def report(folder: Annotated[Path, typer.Argument(help="A sweep's results folder
     from lrlab.report import write_report
     from lrlab.results import load_results
 
-    load_results(folder)  # one plain error when the folder holds no results
-    path = write_report(folder, plugins=load_plugins(plugin or []))
+    _, _, manifest = load_results(folder)  # one plain error when there are no results
+    # the plugins the sweep loaded by name or from a local file, so their sections and
+    # components (schedules to replay) are there again
+    loaded = manifest.get("plugins") or []
+    modules = [p["name"] for p in loaded if p.get("source") == "-p"]
+    local = [Path(p["where"]).parent for p in loaded
+             if p.get("source") == "local file" and Path(p.get("where", "")).is_file()]
+    path = write_report(folder, plugins=load_plugins([*modules, *(plugin or [])],
+                                                     local_dirs=local))
     typer.echo(f"report: {path}")
 
 
@@ -202,7 +209,7 @@ def list_components(kind: Annotated[str | None, typer.Argument(
         if singular not in KINDS:
             raise UsageError(unknown_name_message("kind", kind, list(KINDS)))
         kinds = [singular]
-    registry = load_plugins(plugin or []).registry
+    registry = load_plugins(plugin or [], local_dirs=[Path.cwd()]).registry
     console = _console()
     for k in kinds:
         table = Table(title=f"{PLURAL[k]}", title_justify="left", show_lines=False)

@@ -251,7 +251,9 @@ def lrlab_report_sections(runs: pd.DataFrame, history: pd.DataFrame,
 
     :param runs: the ``runs`` table.
     :param history: the ``history`` table.
-    :param manifest: the sweep's manifest (config, command line, versions, device).
+    :param manifest: the sweep's manifest (config, command line, versions, device);
+        its ``folder`` is the folder the report is written to, where the sweep's files
+        are now.
     :return: a list of :class:`lrlab.report.Section` (``title``, ``html``), shown in
         order under the plugin's name; ``html`` is trusted markup the plugin built
         (escape what you interpolate), or ``None``.

@@ -145,6 +145,11 @@ class ResultStore:
         ).combine_chunks()
         self._write()
 
+    def rewrite_runs(self, rows: list[dict[str, Any]]) -> None:
+        """Replace the stored ``runs`` rows (the same runs, in order, e.g. judged again)."""
+        self._runs = pa.Table.from_pylist(rows, schema=self._runs.schema)
+        self._write()
+
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         atomic_write_text(self.folder / MANIFEST_FILE,
                           json.dumps(manifest, indent=2, default=str))
@@ -198,16 +203,43 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def read_tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    runs = pd.read_parquet(Path(folder) / RUNS_FILE)
-    history = pd.read_parquet(Path(folder) / HISTORY_FILE)
+    """The stored ``runs`` and ``history``; a damaged or foreign file is a UsageError."""
+    from lrlab.errors import UsageError
+
+    folder = Path(folder)
+    try:
+        runs = pd.read_parquet(folder / RUNS_FILE)
+        history = (pd.read_parquet(folder / HISTORY_FILE) if (folder / HISTORY_FILE).is_file()
+                   else pd.DataFrame(columns=HISTORY_COLUMNS))
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"{folder} holds damaged results ({first}); re-run the sweep "
+                         f"with --fresh") from None
+    missing = [c for c in ("run_id", "key", "verdict") if not runs.empty and c not in runs]
+    if missing or (not history.empty and "run_id" not in history):
+        raise UsageError(f"{folder / RUNS_FILE} is not an lrlab runs table (no "
+                         f"{(missing or ['run_id'])[0]} column)")
     if not runs.empty:
         history = history[history["run_id"].isin(runs["run_id"])].reset_index(drop=True)
     return runs, history
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
+    """The stored manifest ({} when there is none); a damaged one is a UsageError."""
+    from lrlab.errors import UsageError
+
     path = Path(folder) / MANIFEST_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path} is damaged ({exc}); re-run the sweep with --fresh") \
+            from None
+    if not isinstance(manifest, dict):
+        raise UsageError(f"{path} is damaged (not a JSON object); re-run the sweep with "
+                         f"--fresh")
+    return manifest
 
 
 def load_results(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:

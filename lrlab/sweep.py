@@ -190,8 +190,8 @@ def manifest(config: SweepConfig, host: Plugins, context: Context) -> dict[str, 
         "versions": {"lrlab": __version__, "python": platform.python_version(),
                      "torch": torch.__version__, "torchvision": torchvision.__version__,
                      "pandas": pd.__version__, "platform": platform.platform()},
-        "plugins": [{"name": i.name, "source": i.source, "version": i.version}
-                    for i in host.info.values()],
+        "plugins": [{"name": i.name, "source": i.source, "version": i.version,
+                     "where": str(i.where)} for i in host.info.values()],
         "split_sizes": sizes,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -221,6 +221,21 @@ def judge(host: Plugins, result: RunResult, thresholds: dict[str, float],
     summary["flags"] = "; ".join(str(f) for f in flags)
 
 
+def rejudge(store: ResultStore, host: Plugins, config: SweepConfig,
+            runs: dict[str, Run]) -> None:
+    """Judge the stored runs of this grid again: the thresholds or the loaded diagnoses
+    may have changed since they were trained (judging is cheap; training is not)."""
+    rows = store.runs
+    _, history = store.tables()
+    by_run = dict(tuple(history.groupby("run_id", sort=False))) if not history.empty else {}
+    for row in rows:
+        if row["key"] in runs and row["verdict"] != "error":
+            mine = by_run.get(row["run_id"], history.iloc[:0]).drop(columns="run_id")
+            judge(host, RunResult(runs[row["key"]], row, mine.to_dict("records")),
+                  config.thresholds, mine.reset_index(drop=True))
+    store.rewrite_runs(rows)
+
+
 def _last_line(text: str) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1].strip() if lines else ""
@@ -246,7 +261,10 @@ def execute(prepared: Prepared, *, fresh: bool = False, exitfirst: bool = False,
     skipped = [r.run_id for r in prepared.runs if run_key(r, config) in done]
     # keep what finished, and every stored run that -k left out this time (even an error)
     keep = set(done) | {r["key"] for r in store.runs if r["key"] not in selected}
-    store.start(manifest(config, host, context), keep)
+    info = manifest(config, host, context)
+    store.start(info, keep)
+    if skipped:
+        rejudge(store, host, config, {run_key(r, config): r for r in prepared.runs})
 
     executor = host.registry.build("executor", config.executor)
     host.call("lrlab_sweep_start", config=config, runs=todo)
@@ -267,7 +285,6 @@ def execute(prepared: Prepared, *, fresh: bool = False, exitfirst: bool = False,
     order = {r.run_id: i for i, r in enumerate(prepared.runs)}
     if not runs.empty:
         runs = runs.sort_values("run_id", key=lambda s: s.map(order)).reset_index(drop=True)
-    info = manifest(config, host, context)
     info.update(finished=datetime.now(UTC).isoformat(timespec="seconds"),
                 wall_s=round(time.perf_counter() - start, 3), notes=context.notes)
     store.write_manifest(info)

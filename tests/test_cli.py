@@ -221,6 +221,55 @@ def test_unwritable_destinations_are_refused_before_anything_runs(tmp_path, out)
     assert not out.exists()  # refused before training, not after
 
 
+SECTION_PLUGIN = """
+from lrlab.report import Section
+
+
+def lrlab_report_sections(runs):
+    return [Section("From the sweep's folder", "<p class='local-section'>here</p>")]
+"""
+
+
+def test_report_rebuilt_elsewhere_loads_the_sweeps_local_plugin_file(tmp_path, out,
+                                                                      monkeypatch):
+    (tmp_path / "lrlab_plugins.py").write_text(SECTION_PLUGIN)
+    (tmp_path / "s.toml").write_text('lr = 0.05\nepochs = 1\naugment = "none"\n')
+    assert invoke("sweep", tmp_path / "s.toml", "--out", out).exit_code == 0
+    (out / "s" / "index.html").unlink()
+    monkeypatch.chdir(out)  # another folder, with no lrlab_plugins.py
+    assert invoke("report", out / "s").exit_code == 0
+    assert "local-section" in (out / "s" / "index.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("damage", ["runs", "history", "manifest", "manifest-list"])
+def test_damaged_results_are_one_line_and_exit_2(out, damage):
+    invoke("sweep", *TINY, "--out", out, "--name", "d")
+    target = {"runs": "runs.parquet", "history": "history.parquet",
+              "manifest": "manifest.json", "manifest-list": "manifest.json"}[damage]
+    (out / "d" / target).write_bytes(b"[1, 2]" if damage == "manifest-list" else b"garbage")
+    for command in ("report", "show"):
+        result = invoke(command, out / "d")
+        assert result.exit_code == 2, result.output
+        assert len(result.stderr.strip().splitlines()) == 1 and "damaged" in result.stderr
+    again = invoke("sweep", *TINY, "--out", out, "--name", "d")
+    if damage in ("runs", "history"):  # resuming reads the tables (it rewrites the manifest)
+        assert again.exit_code == 2 and "--fresh" in again.stderr
+    else:
+        assert again.exit_code == 0
+
+
+def test_a_resumed_sweep_is_judged_again_with_the_new_thresholds(out):
+    grid = (*TINY, "--lr", "0.05,0.1", "--out", out, "--name", "j")
+    assert invoke("sweep", *grid).exit_code == 0
+    before = pd.read_parquet(out / "j" / "runs.parquet")
+    assert set(before["verdict"]) != {"underfit"}
+    again = invoke("sweep", *grid, "--threshold", "underfit_progress=0.999")
+    assert "resumed: 2 finished run(s) skipped" in again.stdout
+    after = pd.read_parquet(out / "j" / "runs.parquet")
+    assert set(after["verdict"]) == {"underfit"}  # no run reaches 99.9% of the way
+    assert list(after["wall_s"]) == list(before["wall_s"])  # judged, not trained again
+
+
 def test_k_selects_part_of_a_stored_grid_and_keeps_the_rest(out):
     grid = (*TINY, "--lr", "0.05,0.1", "--out", out, "--name", "k")
     first = invoke("sweep", *grid, "-k", "lr0.1")  # one run of the two

@@ -377,6 +377,18 @@ def test_sweep_lr_auto_writes_nothing_when_the_input_is_bad(out):
     assert not out.exists()
 
 
+def test_the_finder_section_is_found_after_the_folder_moved(out, tmp_path):
+    import shutil
+
+    from lrlab.report import write_report
+
+    lrlab.run_sweep(out=out, name="m", lr="auto:2", epochs=1, augment="none", report=False)
+    moved = tmp_path / "elsewhere" / "m"
+    shutil.move(out / "m", moved)
+    html = write_report(moved).read_text(encoding="utf-8")
+    assert "Learning-rate finder" in html
+
+
 def test_report_section_skips_a_stale_finder_file(out):
     from lrlab.builtin.lrfind import lrlab_report_sections
 

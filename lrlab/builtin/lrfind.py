@@ -20,14 +20,9 @@ def lrlab_sweep_start(config, runs):
 
 
 def sweep_folder(manifest: dict[str, Any]) -> Path | None:
-    """The sweep's folder: the manifest's ``folder``, else ``<config.out>/<name>``."""
-    if manifest.get("folder"):
-        return Path(manifest["folder"])
-    config = manifest.get("config") or {}
-    name = manifest.get("name") or config.get("name")
-    if not name:
-        return None
-    return Path(config.get("out") or "reports") / name
+    """The sweep's folder: the manifest's ``folder`` (set by the report to the folder it
+    reports on)."""
+    return Path(manifest["folder"]) if manifest.get("folder") else None
 
 
 def _used_by_sweep(info: dict[str, Any], manifest: dict[str, Any]) -> bool:

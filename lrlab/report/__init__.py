@@ -45,6 +45,7 @@ def write_report(folder: str | Path, plugins: Any = None) -> Path:
     start = time.perf_counter()
     folder = Path(folder)
     runs, history, manifest = load_results(folder)
+    manifest["folder"] = str(folder)  # where it is now (it may have moved since the sweep)
     if plugins is None:
         from lrlab.plugins import load_plugins
 
