@@ -5,11 +5,12 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-FAILING = ("overfit", "underfit", "diverged")
+from lrlab.verdicts import FAILING
 
 
 def write_junit(result, path: Path) -> None:
-    """Write ``result``'s runs: ok passes; overfit/underfit/diverged fail; error errors."""
+    """Write ``result``'s runs: overfit and diverged fail, error errors (as ``--strict``
+    counts them); ok and underfit pass."""
     runs = result.runs
     suite = ET.Element("testsuite", name=f"lrlab.{result.config.name}",
                        tests=str(len(runs)),
@@ -21,7 +22,7 @@ def write_junit(result, path: Path) -> None:
                              name=row.run_id, time=f"{row.wall_s:.3f}")
         if row.verdict in FAILING:
             failure = ET.SubElement(case, "failure", type=row.verdict,
-                                    message=f"{row.verdict}: {row.flags}")
+                                    message=row.flags)
             failure.text = (f"{row.flags}\ntrain acc {row.train_acc:.4f}, val acc "
                             f"{row.val_acc:.4f}, gap {row.gap_acc:.4f}, GL {row.gl:.1f}%, "
                             f"best epoch {row.best_epoch} of {row.epochs_run}")

@@ -40,7 +40,7 @@ from lrlab.executors import Context
 from lrlab.keywords import keyword_matcher
 from lrlab.plugins import Plugins, load_plugins
 from lrlab.results import ResultStore, RunResult
-from lrlab.verdicts import VERDICTS, Flag, summary_line, worst
+from lrlab.verdicts import FAILING, VERDICTS, Flag, summary_line, worst
 
 
 @dataclass
@@ -68,7 +68,7 @@ class SweepResult:
     @property
     def failed(self) -> bool:
         """True when a run is overfit, diverged or error (what ``--strict`` fails on)."""
-        return any(self.counts.get(v) for v in ("overfit", "diverged", "error"))
+        return any(self.counts.get(v) for v in (*FAILING, "error"))
 
 
 @dataclass

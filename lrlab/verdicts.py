@@ -15,6 +15,9 @@ import pandas as pd
 from lrlab.errors import UsageError
 
 VERDICTS = ("ok", "overfit", "underfit", "diverged", "error")
+# what fails a sweep under --strict and a JUnit test case (with error): an underfit run is
+# an expected part of a learning-rate sweep (the rates too small to learn in time)
+FAILING = ("overfit", "diverged")
 SEVERITY = {v: i for i, v in enumerate(VERDICTS)}
 
 DEFAULT_THRESHOLDS: dict[str, float] = {

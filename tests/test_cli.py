@@ -168,8 +168,14 @@ def test_junit_xml_has_a_test_case_per_run_with_verdict_failures(broken_sweep, t
     diverged = cases["mlp-lr1000-ep2-none-s0"].find("failure")
     assert diverged is not None and diverged.get("type") == "diverged"
     assert "exceeds" in diverged.get("message") or "became" in diverged.get("message")
+    assert diverged.get("message").startswith("diverged: ")  # said once, not twice
     assert cases["broken-lr0.05-ep2-none-s0"].find("error") is not None
     assert suite.get("errors") == "2" and suite.get("tests") == "4"
+    # the same runs fail in JUnit as under --strict: overfit and diverged (underfit passes)
+    verdicts = pd.read_parquet(xml.parent / "r" / "broken" / "runs.parquet").set_index(
+        "run_id")["verdict"]
+    failing = {name for name, c in cases.items() if c.find("failure") is not None}
+    assert failing == {r for r, v in verdicts.items() if v in ("overfit", "diverged")}
 
 
 def test_resume_skips_finished_runs_and_fresh_starts_over(out):

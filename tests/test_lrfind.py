@@ -349,6 +349,16 @@ def test_cli_prints_the_suggestions_and_writes_the_files(cli, tmp_path, monkeypa
     assert info["settings"]["steps"] == 40 and info["settings"]["seeds"] == [0, 1]
 
 
+def test_cli_next_command_repeats_every_non_default_setting(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["lr-find", "--steps", "30", "--loss", "mse",
+                                      "--batch-size", "64", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    line = next(ln for ln in result.output.splitlines() if ln.startswith("next: "))
+    assert "--loss 'mse'" in line and "--batch-size 64" in line and "--lr auto" in line
+    assert "--dataset" not in line  # the default is left out
+
+
 # -- lrlab sweep --lr auto -----------------------------------------------------------------
 
 

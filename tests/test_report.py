@@ -141,7 +141,11 @@ def test_flagged_table_lists_every_flagged_run_with_its_numbers_and_a_hint(sweep
         assert text[3] in (f"{gap:+.3f}".replace("-", "−"), "0.000")
         assert text[5].startswith(f"{run['best_epoch']} / {run['epochs_run']} of 5")
         if run["verdict"] == "diverged":
-            assert text[6] == f"epoch {run['epochs_run']}: {run['train_loss']:.3g}"
+            peak = sweep.history.loc[sweep.history["run_id"] == run["run_id"],
+                                     "max_batch_loss"].max()
+            assert text[6] in (f"epoch {run['epochs_run']}: train loss {run['train_loss']:.3g}",
+                               f"epoch {run['epochs_run']}: a mini-batch loss reached "
+                               f"{peak:.3g}")
             assert "lower the LR" in hint_cell
         if run["verdict"] == "underfit":
             assert "raise the LR" in hint_cell and f"{run['best_train_acc']:.3f}" in hint_cell
@@ -338,8 +342,25 @@ def test_hints_follow_the_numbers():
     assert "augment" in hint(_row(verdict="overfit", best_epoch=30, gap_acc=0.2))
     assert hint(_row(verdict="diverged", lr=1.0, epochs_run=2, train_loss=math.inf)) == \
         "diverged at lr 1 in epoch 2 (train loss ∞): lower the LR (lr 0.1 did best)"
+    # blown up inside the epoch: the clean epoch loss looks tame, the batch loss does not
+    assert hint(_row(verdict="diverged", lr=1.0, epochs_run=1, train_loss=2.42,
+                     peak_loss=87.0)).startswith(
+        "diverged at lr 1 in epoch 1 (a mini-batch loss reached 87): lower the LR")
     assert hint(_row(verdict="underfit", lr=1e-4, best_train_acc=0.19, epochs_run=40)) == \
         "train acc 0.190 after 40 epochs at lr 0.0001: raise the LR (lr 0.1 did best) or " \
         "train longer"
     assert "lower the LR" in hint(_row(verdict="underfit", lr=1.0))
     assert "train longer" in hint(_row(verdict="underfit", lr=0.1))
+
+
+def test_the_hints_best_lr_is_the_summarys_best_configuration_ties_included():
+    import pandas as pd
+
+    from lrlab.report.analysis import _peer_best_lr
+    from lrlab.results import best_configuration
+
+    runs = pd.DataFrame({  # a tie on accuracy, broken by the lower validation loss
+        "lr": [0.01, 0.1, 1.0], "model": "mlp", "seed": 0, "verdict": "ok",
+        "tested_val_acc": [0.95, 0.95, 0.5], "tested_val_loss": [0.30, 0.20, 2.0]})
+    assert float(best_configuration(runs)["lr"].iloc[0]) == 0.1
+    assert list(_peer_best_lr(runs, ["model"])) == [0.1, 0.1, 0.1]

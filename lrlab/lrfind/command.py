@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from lrlab.cli_support import handle_errors
+from lrlab.config import DEFAULTS
 from lrlab.errors import UsageError
 from lrlab.lrfind.auto import AUTO_COUNT, AUTO_RULE, grid_around
 from lrlab.lrfind.finder import LRFindResult, lr_find
@@ -114,6 +115,11 @@ def lr_find_command(
     if centre.values:
         s = result.settings
         grid = grid_around(centre.lr, AUTO_COUNT)
-        typer.echo(f"next: lrlab sweep --model '{s['model']}' --optimizer '{s['optimizer']}' "
-                   f"--lr auto   ({AUTO_COUNT} rates from {grid[0]:g} to {grid[-1]:g}, "
-                   f"around {centre.label})")
+        # the sweep that repeats this test: every setting it depends on, defaults left out
+        flags = [f"--model '{s['model']}'", f"--optimizer '{s['optimizer']}'"]
+        flags += [f"--{key.replace('_', '-')} '{s[key]}'" for key in ("dataset", "loss")
+                  if str(s[key]) != str(DEFAULTS[key][0])]
+        if s["batch_size"] != DEFAULTS["batch_size"][0]:
+            flags.append(f"--batch-size {s['batch_size']}")
+        typer.echo(f"next: lrlab sweep {' '.join(flags)} --lr auto   ({AUTO_COUNT} rates "
+                   f"from {grid[0]:g} to {grid[-1]:g}, around {centre.label})")

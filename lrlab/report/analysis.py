@@ -28,8 +28,9 @@ FLAGGED = ("overfit", "diverged", "underfit", "error")  # the order of the flagg
 class SweepView:
     """The stored tables, tidied, with what the report derives from them.
 
-    ``runs`` gains ``sel_val_acc`` (validation accuracy of the weights that were tested:
-    the restored epoch's when the stopper restored one), ``config`` (a label of the run's
+    ``runs`` always has ``tested_val_acc``/``tested_val_loss`` (validation metrics of the
+    weights that were tested: the restored epoch's when the stopper restored one), gains
+    ``config`` (a label of the run's
     varying axes, seed left out) and ``best_lr`` (the LR that did best among runs that
     differ from this one only in LR and seed).
     """
@@ -76,7 +77,12 @@ def view(runs: pd.DataFrame, history: pd.DataFrame, manifest: dict[str, Any],
     config = manifest.get("config") or {}
     thresholds = {**DEFAULT_THRESHOLDS, **(config.get("thresholds") or {})}
 
-    runs["sel_val_acc"] = runs["tested_val_acc"] if "tested_val_acc" in runs else runs["val_acc"]
+    peaks = (history.groupby("run_id")["max_batch_loss"].max()
+             if "max_batch_loss" in history and not history.empty else pd.Series(dtype=float))
+    runs["peak_loss"] = runs["run_id"].map(peaks).astype(float)  # largest mini-batch loss
+    for col in ("tested_val_acc", "tested_val_loss"):  # tables of older sweeps lack them
+        if col not in runs:
+            runs[col] = runs[col.replace("tested_", "")]
     runs["config"] = [config_label(row, varying) for row in runs.to_dict("records")]
     runs["best_lr"] = _peer_best_lr(runs, [a for a in CONFIG_AXES if a in runs and a != "lr"])
     return SweepView(name, runs, history, manifest, axes, varying, fixed, seeds, thresholds,
@@ -90,20 +96,20 @@ def config_label(row: dict[str, Any], varying: list[str]) -> str:
 
 
 def _peer_best_lr(runs: pd.DataFrame, others: list[str]) -> pd.Series:
+    """For each run, the LR of the best configuration among its peers (the runs that
+    differ from it only in LR and seed), chosen as :func:`lrlab.results.best_configuration`
+    chooses the sweep's best."""
+    from lrlab.results import best_configuration
+
     if runs.empty or "lr" not in runs:
         return pd.Series(math.nan, index=runs.index)
-    ok = runs[runs["verdict"] != "error"]
-    keys = others or None
-    best: dict[Any, float] = {}
-    groups = ok.groupby(keys, dropna=False, sort=False) if keys else [((), ok)]
-    for key, group in groups:
-        score = group.groupby("lr")["sel_val_acc"].mean().dropna()
-        if not score.empty:
-            best[key if isinstance(key, tuple) else (key,)] = float(score.idxmax())
-    if not keys:
-        return pd.Series(best.get((), math.nan), index=runs.index)
-    return pd.Series([best.get(tuple(r), math.nan) for r in runs[others].itertuples(index=False)],
-                     index=runs.index)
+    best_lr = pd.Series(math.nan, index=runs.index)
+    groups = runs.groupby(others, dropna=False, sort=False) if others else [((), runs)]
+    for _, group in groups:
+        best = best_configuration(group)
+        if best is not None:
+            best_lr[group.index] = float(best["lr"].iloc[0])
+    return best_lr
 
 
 # -- formatting ---------------------------------------------------------------------------
@@ -167,7 +173,8 @@ def best_config(sw: SweepView) -> dict[str, Any] | None:
     return {
         "label": first["config"],
         "axes": [(a, fmt(first[a], "lr") if a == "lr" else str(first[a])) for a in keys],
-        "val_acc": spread("sel_val_acc", "acc"), "val_loss": spread("val_loss", "loss"),
+        "val_acc": spread("tested_val_acc", "acc"),
+        "val_loss": spread("tested_val_loss", "loss"),
         "test_acc": spread("test_acc", "acc"), "test_loss": spread("test_loss", "loss"),
         "seeds": len(group), "run_ids": group["run_id"].tolist(),
         "verdicts": ", ".join(sorted(set(group["verdict"]))), "lr": float(first["lr"]),
@@ -230,8 +237,8 @@ def hint(row: dict[str, Any]) -> str:
     if verdict == "error":
         return "the run raised an error: fix it and re-run the sweep (finished runs are kept)"
     if verdict == "diverged":
-        return (f"diverged at lr {fmt(lr, 'lr')} in epoch {ran} (train loss "
-                f"{fmt(row['train_loss'])}): lower the LR{best}")
+        return (f"diverged at lr {fmt(lr, 'lr')} in epoch {ran} ({blowup(row)}): "
+                f"lower the LR{best}")
     if verdict == "underfit":
         head = f"train acc {fmt(row['best_train_acc'], 'acc')} after {ran} epochs at lr {fmt(lr, 'lr')}"
         if known and lr < best_lr:
@@ -250,6 +257,15 @@ def hint(row: dict[str, Any]) -> str:
     return ""
 
 
+def blowup(row: dict[str, Any]) -> str:
+    """The loss that shows a run diverged: its largest mini-batch loss when that is what
+    blew up (the epoch's clean loss may look tame), else its training loss."""
+    peak, train = row.get("peak_loss", math.nan), row["train_loss"]
+    if isinstance(peak, float) and math.isfinite(peak) and not (train >= peak):
+        return f"a mini-batch loss reached {fmt(peak)}"
+    return f"train loss {fmt(train)}"
+
+
 def flagged(sw: SweepView) -> list[dict[str, Any]]:
     """Every overfit / diverged / underfit / error run with its evidence and a hint."""
     runs = sw.runs[sw.runs["verdict"].isin(FLAGGED)].copy()
@@ -266,8 +282,8 @@ def flagged(sw: SweepView) -> list[dict[str, Any]]:
             "epochs": f"{fmt(row['best_epoch'], 'int')} / {fmt(row['epochs_run'], 'int')}"
                       + (f" of {fmt(row['epochs'], 'int')}" if _num(row.get("epochs")) != ""
                          else ""),
-            "train_acc": fmt(row["train_acc"], "acc"), "val_acc": fmt(row["sel_val_acc"], "acc"),
-            "diverged_at": (f"epoch {fmt(row['epochs_run'], 'int')}: {fmt(row['train_loss'])}"
+            "train_acc": fmt(row["train_acc"], "acc"), "val_acc": fmt(row["tested_val_acc"], "acc"),
+            "diverged_at": (f"epoch {fmt(row['epochs_run'], 'int')}: {blowup(row)}"
                             if diverged else ""),
             "flags": row["flags"], "hint": hint(row),
         })
@@ -333,7 +349,7 @@ RUN_COLUMNS = [  # column, header, kind, tooltip
     ("val_loss", "val loss", "loss", "final validation loss"),
     ("best_val_loss", "best val loss", "loss", "lowest validation loss"),
     ("train_acc", "train acc", "acc", "final training accuracy"),
-    ("sel_val_acc", "val acc", "acc", "validation accuracy of the tested weights"),
+    ("tested_val_acc", "val acc", "acc", "validation accuracy of the tested weights"),
     ("best_val_acc", "best val acc", "acc", "validation accuracy at the best epoch"),
     ("gap_acc", "gap (acc)", "gap", "train acc − val acc at the last epoch"),
     ("gap_loss", "gap (loss)", "gap", "val loss − train loss at the last epoch"),
@@ -344,7 +360,7 @@ RUN_COLUMNS = [  # column, header, kind, tooltip
 
 def all_runs(sw: SweepView) -> tuple[list[tuple[str, str, bool]], list[dict[str, Any]]]:
     """Columns (header, tooltip, numeric) and rows of every run, best validation first."""
-    runs = sw.runs.sort_values(["sel_val_acc", "val_loss"], ascending=[False, True],
+    runs = sw.runs.sort_values(["tested_val_acc", "tested_val_loss"], ascending=[False, True],
                                na_position="last", kind="stable")
     axes = [a for a in sw.varying] + (["seed"] if sw.seeds > 1 else [])
     extra = [("stopped_by", "stopped by", "", "why training ended early")] \

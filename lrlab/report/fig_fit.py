@@ -113,7 +113,7 @@ def augment_effect(sw: SweepView) -> ReportFigure:
               va="bottom", fontsize=8, color=VERDICT_COLORS["overfit"])
     left.set(title="generalization gap (lower is better)", xlabel="learning rate",
              ylabel="train acc − val acc")
-    sns.barplot(data=runs, x="LR", y="sel_val_acc", hue="augment", order=order, hue_order=hue,
+    sns.barplot(data=runs, x="LR", y="tested_val_acc", hue="augment", order=order, hue_order=hue,
                 errorbar="sd", ax=right)
     right.set(title="validation accuracy (higher is better)", xlabel="learning rate",
               ylabel="val acc", ylim=(0, 1.02))
@@ -169,7 +169,7 @@ def early_stopping(sw: SweepView) -> ReportFigure:
     b.set(title="epochs saved per run", xlabel="epochs not trained", ylabel="")
     b.set_xlim(left=0, right=max(1.0, float(runs["saved"].max()) * 1.15))
     runs["LR"] = runs["lr"].map(lr_text)
-    sns.pointplot(data=runs, x="LR", y="sel_val_acc", hue="stopper", hue_order=order,
+    sns.pointplot(data=runs, x="LR", y="tested_val_acc", hue="stopper", hue_order=order,
                   order=[lr_text(v) for v in sorted(runs["lr"].unique())], palette=palette,
                   errorbar="sd", dodge=0.3 if len(order) > 1 else False, markers="o", linestyles="-", ax=c, legend=False)
     c.set(title="validation accuracy of the tested weights", xlabel="learning rate",

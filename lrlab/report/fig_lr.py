@@ -26,10 +26,11 @@ from lrlab.report.plotting import (
     shown,
     text,
 )
+from lrlab.results import best_configuration
 
 SERIES = {  # series name -> (loss column, accuracy column)
     "train (final)": ("train_loss", "train_acc"),
-    "val (final)": ("val_loss", "sel_val_acc"),
+    "val (final)": ("val_loss", "val_acc"),
     "val (best epoch)": ("best_val_loss", "best_val_acc"),
 }
 FACET_PREFERENCE = ("model", "epochs", "optimizer", "schedule", "stopper", "loss", "dataset",
@@ -130,10 +131,10 @@ def learning_curves(sw: SweepView) -> ReportFigure:
     runs = _learning(sw)
     if runs.empty or sw.history.empty:
         return absent(key, title, "no run has a training history to draw.")
+    best = best_configuration(sw.runs)  # the sweep's best, as the summary names it
+    best_lr = float(best["lr"].iloc[0]) if best is not None else None
     if "seed" in runs and runs["seed"].nunique() > 1:
         runs = runs[runs["seed"] == runs.groupby("config")["seed"].transform("min")]
-    best_lr = runs.loc[runs["sel_val_acc"].idxmax(), "lr"] if runs["sel_val_acc"].notna().any() \
-        else None
     all_lrs = sw.values("lr")
     lrs = pick(all_lrs, MAX_COLS, keep=best_lr)
     all_augs = sw.values("augment") if "augment" in runs else [None]
