@@ -107,7 +107,8 @@ def sweep(
     if collect_only:
         for run in prepared.runs:
             console.print(run.run_id)
-        console.print(f"{len(prepared.runs)} runs collected")
+        n = len(prepared.runs)
+        console.print(f"{n} run{'s' if n != 1 else ''} collected")
         return
     if junit_xml is not None and junit_xml.is_dir():
         raise UsageError(f"--junit-xml {junit_xml} is a folder")
@@ -156,7 +157,8 @@ def show(folder: Annotated[Path, typer.Argument(help="A sweep's results folder."
              help="Sort by this column (e.g. val_acc).", show_default=False)] = None) -> None:
     """Print a stored sweep's results table."""
     from lrlab.results import load_results
-    from lrlab.terminal import print_results, summary_line
+    from lrlab.terminal import print_results
+    from lrlab.verdicts import summary_line
 
     runs, _, manifest = load_results(folder)
     if sort is not None:
@@ -168,7 +170,10 @@ def show(folder: Annotated[Path, typer.Argument(help="A sweep's results folder."
         runs = runs.sort_values(sort, ascending=not sort.endswith("acc"))
     console = _console()
     print_results(console, runs, title=manifest.get("name", str(folder)))
-    console.print(summary_line(runs, manifest.get("wall_s")))
+    # the runs' own training time (the manifest's wall time is the last call's: after a
+    # resume it leaves out the runs trained before)
+    trained = float(runs["wall_s"].sum()) if "wall_s" in runs and not runs.empty else None
+    console.print(summary_line(list(runs["verdict"]) if not runs.empty else [], trained))
 
 
 @app.command()

@@ -257,12 +257,10 @@ def build_config(sweep_file: Path | None = None, overrides: dict[str, Any] | Non
     cwd = cwd or Path.cwd()
     merged: dict[str, Any] = dict(DEFAULTS)
     layers = [pyproject_defaults(cwd)]
-    name = None
     if sweep_file is not None:
         table = read_toml(sweep_file)
         _check_keys(table, str(sweep_file))
-        layers.append(table)
-        name = sweep_file.stem
+        layers.append({"name": sweep_file.stem, **table})  # its own name, else its stem
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     _check_keys(overrides, "the arguments")
     layers.append(overrides)
@@ -293,7 +291,7 @@ def build_config(sweep_file: Path | None = None, overrides: dict[str, Any] | Non
 
     cfg = SweepConfig(grid=grid, source=str(sweep_file) if sweep_file else None,
                       command_line=command_line)
-    cfg.name = str(merged.get("name") or name or _default_name(grid))
+    cfg.name = str(merged.get("name") or _default_name(grid))
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", cfg.name):
         raise UsageError(f"sweep name {cfg.name!r} must be letters, digits, '.', '_' or '-'")
     from lrlab.data import check_fractions

@@ -19,7 +19,6 @@ from rich.table import Table
 
 from lrlab import hookimpl
 from lrlab.results import best_configuration
-from lrlab.verdicts import summary_line as _summary_line
 
 COLOURS = {"ok": "green", "overfit": "dark_orange", "underfit": "blue",
            "diverged": "red", "error": "magenta"}
@@ -113,8 +112,3 @@ def print_results(console: Console, runs: pd.DataFrame, title: str | None = None
                       f"{best['tested_val_acc'].mean():.3f}, test acc "
                       f"{best['test_acc'].mean():.3f} (test split read for this configuration "
                       f"only)")
-
-
-def summary_line(runs: pd.DataFrame, wall_s: float | None = None) -> str:
-    verdicts = list(runs["verdict"]) if not runs.empty else []
-    return _summary_line(verdicts, wall_s)

@@ -99,7 +99,7 @@ def test_data_root_without_files_exits_2_before_writing(tmp_path):
 def test_keyword_selects_runs(out):
     result = invoke("sweep", *TINY, "--lr", "0.01,0.1", "-k", "lr0.1", "--out", out,
                     "--collect-only")
-    assert result.stdout.strip().splitlines() == ["mlp-lr0.1-ep2-none-s0", "1 runs collected"]
+    assert result.stdout.strip().splitlines() == ["mlp-lr0.1-ep2-none-s0", "1 run collected"]
 
 
 BROKEN_PLUGIN = '''

@@ -62,8 +62,8 @@ def test_every_component_kind_can_be_an_axis(tmp_path):
 
 def test_precedence_pyproject_then_file_then_flags(tmp_path):
     (tmp_path / "pyproject.toml").write_text(
-        '[tool.lrlab]\nepochs = 7\nlr = [0.5]\nbatch_size = 64\n[tool.lrlab.thresholds]\n'
-        'overfit_gl = 11\n')
+        '[tool.lrlab]\nname = "project"\nepochs = 7\nlr = [0.5]\nbatch_size = 64\n'
+        '[tool.lrlab.thresholds]\noverfit_gl = 11\n')
     sweep = tmp_path / "mine.toml"
     sweep.write_text('lr = [0.1, 0.2]\nmodel = "linear"\n[thresholds]\noverfit_gap_acc = 0.2\n')
     cfg = build_config(sweep, {"batch_size": "16"}, cwd=tmp_path)
@@ -71,7 +71,8 @@ def test_precedence_pyproject_then_file_then_flags(tmp_path):
     assert cfg.grid["lr"] == [0.1, 0.2]  # the file beats [tool.lrlab]
     assert cfg.grid["batch_size"] == [16]  # flags beat both
     assert cfg.grid["model"] == [Spec("linear")]
-    assert cfg.name == "mine"
+    assert cfg.name == "mine"  # the sweep file's stem beats [tool.lrlab]'s name
+    assert build_config(None, {}, cwd=tmp_path).name == "project"  # without a file
     assert cfg.thresholds["overfit_gl"] == 11 and cfg.thresholds["overfit_gap_acc"] == 0.2
 
 
