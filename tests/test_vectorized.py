@@ -408,3 +408,11 @@ def test_a_run_that_blows_up_inside_its_first_epoch_is_diverged_as_on_local(out)
     verdicts = vect.runs.set_index("lr")["verdict"]
     assert verdicts[1.0] == "diverged" and verdicts[0.01] != "diverged"
     assert "mini-batch loss" in vect.runs.set_index("lr").loc[1.0, "flags"]
+
+
+def test_auto_trains_a_lone_run_locally_without_a_note_and_vectorized_says_why(out):
+    lone = {**TINY, "lr": 0.1, "epochs": 1}
+    auto = lrlab.run_sweep(out=out / "a", executor="auto", **lone)
+    assert auto.notes == [] and (auto.runs.error == "").all()
+    vect = lrlab.run_sweep(out=out / "v", executor="vectorized", **lone)
+    assert any("a group of one run gains nothing" in n for n in vect.notes)

@@ -67,16 +67,20 @@ def _torchvision(cls_name: str, folder: str, root: str, download: bool, subset: 
             raise UsageError(f"{cls_name} files in {where} could not be read: "
                              f"{_one_line(exc) or type(exc).__name__}") from None
         data = ds.data if isinstance(ds.data, torch.Tensor) else torch.from_numpy(np.asarray(ds.data))
-        x = data.float() / 255.0
-        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
         y = torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
-        parts.append((x, y, list(ds.classes)))
+        parts.append((data, y, list(ds.classes)))  # still uint8: subset first, then convert
     (x, y, classes), (xt, yt, _) = parts
     if subset:  # the test split shrinks in the same ratio as the training set
         n_test = max(len(classes), round(subset * len(yt) / len(y)))
         x, y = stratified_subset(x, y, subset)
         xt, yt = stratified_subset(xt, yt, n_test)
-    return Data(x, y, [str(c) for c in classes], test=(xt, yt))
+    return Data(_images(x), y, [str(c) for c in classes], test=(_images(xt), yt))
+
+
+def _images(data: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(N, H, W)`` or ``(N, H, W, C)`` -> float ``(N, C, H, W)`` in [0, 1]."""
+    x = data.float().div_(255.0)
+    return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
 
 
 def _one_line(exc: BaseException) -> str:

@@ -69,6 +69,10 @@ class VectorizedExecutor:
             if context.stop_requested:
                 return
             group = [item[1]] if isinstance(item, tuple) else item
+            if len(group) == 1 and self.auto and not isinstance(item, tuple):
+                tally["local"] += 1  # a group of one gains nothing from vmap: no news
+                yield from one_by_one(group, context)
+                continue
             plan = item[0] if isinstance(item, tuple) else self.plan(group, context)
             if isinstance(plan, str):
                 self.say(context, f"the {group[0].model} runs were trained one at a time: "
@@ -107,9 +111,7 @@ class VectorizedExecutor:
         return plan
 
     def say(self, context: Context, text: str) -> None:
-        """Tell the user once (notes are deduplicated); a group of one is no news."""
-        if self.auto and "a group of one run" in text:
-            return
+        """Tell the user once (notes are deduplicated)."""
         context.note(f"{self.name}: {text}")
 
     def together(self, plan: Plan, context: Context) -> Generator[RunResult, None, bool]:
