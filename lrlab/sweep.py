@@ -40,7 +40,7 @@ from lrlab.executors import Context
 from lrlab.keywords import keyword_matcher
 from lrlab.plugins import Plugins, load_plugins
 from lrlab.results import ResultStore, RunResult
-from lrlab.verdicts import FAILING, VERDICTS, Flag, summary_line, worst
+from lrlab.verdicts import FAILING, VERDICTS, Flag, summary_line, verdict_of
 
 
 @dataclass
@@ -217,8 +217,7 @@ def judge(host: Plugins, result: RunResult, thresholds: dict[str, float],
             summary["verdict"] = "error"
             summary["flags"] = f"a diagnosis gave the unknown verdict {f.verdict!r}"
             return
-    summary["verdict"] = worst([f.verdict for f in flags if f.verdict])
-    summary["flags"] = "; ".join(str(f) for f in flags)
+    summary["verdict"], summary["flags"] = verdict_of(flags)
 
 
 def rejudge(store: ResultStore, host: Plugins, config: SweepConfig,

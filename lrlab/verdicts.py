@@ -78,11 +78,20 @@ def worst(verdicts: list[str]) -> str:
     return max(verdicts, key=SEVERITY.__getitem__, default="ok")
 
 
-def generalization_loss(val_losses: list[float]) -> float:
-    """Prechelt's GL at the last epoch: 100 * (E_va(t) / min_{t'<=t} E_va(t') - 1)."""
+def verdict_of(flags: list[Flag]) -> tuple[str, str]:
+    """``(verdict, flags text)`` of a run's evidence: the most severe verdict any flag
+    supports (``ok`` if none), and every flag, joined."""
+    return worst([f.verdict for f in flags if f.verdict]), "; ".join(str(f) for f in flags)
+
+
+def generalization_loss(val_losses: list[float], nonfinite: float = math.nan) -> float:
+    """Prechelt's GL at the last epoch: 100 * (E_va(t) / min_{t'<=t} E_va(t') - 1).
+
+    ``nonfinite`` is the answer once a loss is not finite: NaN for a verdict (the number
+    means nothing then), infinity for a stopper (stop now)."""
     vals = [v for v in val_losses if math.isfinite(v)]
     if not vals or len(vals) != len(val_losses):
-        return math.nan
+        return nonfinite
     best = min(vals)
     return 100.0 * (vals[-1] / best - 1.0) if best > 0 else math.inf
 

@@ -321,6 +321,7 @@ def cli():
 
 @pytest.mark.parametrize("args,words", [
     (["--start-lr", "1", "--end-lr", "0.1"], "must be below --end-lr"),
+    (["--end-lr", "1e300"], "--end-lr must be at most 1e+06"),
     (["--steps", "1"], "--steps must be an integer >= 2"),
     (["--start-lr", "0"], "--start-lr must be a positive"),
     (["--start-lr", "-1e-3"], "--start-lr must be a positive"),

@@ -22,6 +22,7 @@ from typing import Literal
 
 from lrlab import hookimpl
 from lrlab.errors import UsageError
+from lrlab.verdicts import generalization_loss
 
 
 class NoStopper:
@@ -95,11 +96,7 @@ class Prechelt:
 
     def gl(self) -> float:
         """GL(t) in percent at the latest epoch (infinite once the loss is not finite)."""
-        finite = [v for v in self.val if math.isfinite(v)]
-        if not finite or not math.isfinite(self.val[-1]):
-            return math.inf
-        e_opt = min(finite)
-        return 100.0 * (self.val[-1] / e_opt - 1.0) if e_opt > 0 else math.inf
+        return generalization_loss(self.val, nonfinite=math.inf)
 
     def progress(self, k: int) -> float:
         """P_k(t) in per mille over the last strip of k epochs."""

@@ -35,6 +35,9 @@ EXPLANATIONS = {
 CURVE_COLUMNS = ["seed", "step", "lr", "loss", "smoothed"]
 
 
+MAX_LR = 1e6  # the largest rate a range test may try
+
+
 def check_settings(*, start_lr: float, end_lr: float, steps: int, mode: str = "exp",
                    diverge: float = 4.0, beta: float = 0.98, batch_size: int = 32,
                    seeds: int | Sequence[int] = 1) -> None:
@@ -42,6 +45,8 @@ def check_settings(*, start_lr: float, end_lr: float, steps: int, mode: str = "e
     for name, value in (("--start-lr", start_lr), ("--end-lr", end_lr)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise UsageError(f"{name} must be a positive learning rate, got {value!r}")
+        if value > MAX_LR:  # far past any divergence; the plot's axes overflow beyond
+            raise UsageError(f"{name} must be at most {MAX_LR:g}, got {value:g}")
     if start_lr >= end_lr:
         raise UsageError(f"--start-lr ({start_lr:g}) must be below --end-lr ({end_lr:g})")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:

@@ -30,7 +30,7 @@ from lrlab.results import (
     runs_frame,
     summarize,
 )
-from lrlab.verdicts import DEFAULT_THRESHOLDS, builtin_diagnose, worst
+from lrlab.verdicts import DEFAULT_THRESHOLDS, builtin_diagnose, verdict_of
 
 
 class _Run:
@@ -64,7 +64,7 @@ def _curves(lr: float, augment: str, epochs: int, schedule: str, stopper: str,
                      "train_acc": float(np.clip(train_acc + noise[0], 0, 1)),
                      "val_loss": val, "val_acc": float(np.clip(val_acc + noise[1], 0, 1)),
                      "wall_s": 0.05 * e})
-        if train > 1.5 * start:
+        if train > DEFAULT_THRESHOLDS["diverge_factor"] * start:
             break  # diverged: the engine stops at once
         if stopper != "none" and e >= 1:
             best, since = (val, 0) if val < best else (best, since + 1)
@@ -97,7 +97,8 @@ def synthetic_tables(lrs: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0),
         trained = rows[1:]
         stopped = None
         if trained and len(trained) < ep:
-            stopped = "diverged" if trained[-1]["train_loss"] > 1.5 * rows[0]["train_loss"] \
+            factor = DEFAULT_THRESHOLDS["diverge_factor"]
+            stopped = "diverged" if trained[-1]["train_loss"] > factor * rows[0]["train_loss"] \
                 else "stopper"
         summary = summarize(_Run(rid, axes), rows, test_loss=rows[-1]["val_loss"] * 1.02
                             if rows else math.nan,
@@ -109,8 +110,7 @@ def synthetic_tables(lrs: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0),
             summary.update(verdict="error", flags="RuntimeError: made-up failure")
         else:
             flags = builtin_diagnose(pd.DataFrame(rows), summary, dict(DEFAULT_THRESHOLDS))
-            summary["verdict"] = worst([f.verdict for f in flags if f.verdict])
-            summary["flags"] = "; ".join(str(f) for f in flags)
+            summary["verdict"], summary["flags"] = verdict_of(flags)
         runs.append(summary)
         history += [{"run_id": rid, **h} for h in rows]
     return runs_frame(pd.DataFrame(runs)), pd.DataFrame(history, columns=HISTORY_COLUMNS)
