@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from lrlab.cli_support import handle_errors
+from lrlab.cli_support import PluginOpt, handle_errors
 from lrlab.errors import UsageError
 
 app = typer.Typer(
@@ -20,8 +20,6 @@ app = typer.Typer(
     rich_markup_mode=None,  # help texts say [default: ...] and [tool.lrlab] literally
     context_settings={"help_option_names": ["-h", "--help"]})
 
-PluginOpt = Annotated[list[str] | None, typer.Option(
-    "-p", "--plugin", help="Load a plugin module, or block one with no:NAME (repeatable).")]
 
 
 def _console() -> Console:

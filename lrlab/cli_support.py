@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 from lrlab.errors import PluginError, UsageError
 
+# the -p option of every command that loads plugins
+PluginOpt = Annotated[list[str] | None, typer.Option(
+    "-p", "--plugin", help="Load a plugin module, or block one with no:NAME (repeatable).")]
 
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print ``error: message`` to stderr and return the Exit to raise."""
+
+def fail(message: str) -> typer.Exit:
+    """Print ``error: message`` to stderr and return the Exit (code 2) to raise."""
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code)
+    return typer.Exit(2)
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

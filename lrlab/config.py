@@ -292,8 +292,7 @@ def build_config(sweep_file: Path | None = None, overrides: dict[str, Any] | Non
     cfg = SweepConfig(grid=grid, source=str(sweep_file) if sweep_file else None,
                       command_line=command_line)
     cfg.name = str(merged.get("name") or _default_name(grid))
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", cfg.name):
-        raise UsageError(f"sweep name {cfg.name!r} must be letters, digits, '.', '_' or '-'")
+    check_name(cfg.name, "sweep name")
     from lrlab.data import check_fractions
 
     split = merged.get("split", cfg.split)
@@ -317,6 +316,12 @@ def build_config(sweep_file: Path | None = None, overrides: dict[str, Any] | Non
     if cfg.threads < 0:
         raise UsageError(f"threads must be >= 0, got {cfg.threads}")
     return cfg
+
+
+def check_name(name: str, what: str = "name") -> None:
+    """A folder name under --out: letters, digits, '.', '_' or '-' (no paths)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
+        raise UsageError(f"{what} {name!r} must be letters, digits, '.', '_' or '-'")
 
 
 def _flag(key: str, value: Any) -> bool:

@@ -114,3 +114,9 @@ def take_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     advanced indexing, with the same result."""
     rows = x.reshape(x.shape[0], -1).index_select(0, idx.reshape(-1))
     return rows.view(*idx.shape, *x.shape[1:])
+
+
+def fork_rng(device: torch.device):
+    """``torch.random.fork_rng`` for work on ``device``: the CPU generator, and the
+    device's own when it is a GPU, are restored afterwards."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])

@@ -35,6 +35,7 @@ class TerminalReporter:
         self.progress: Progress | None = None
         self.task = None
         self.epochs: dict[str, int] = {}
+        self.total_epochs: dict[str, int] = {}
 
     @hookimpl
     def lrlab_sweep_start(self, config, runs) -> None:

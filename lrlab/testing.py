@@ -14,8 +14,9 @@ suite of any plugin package gets these fixtures with no conftest.py:
     a fresh :class:`HookRecorder`: pass it to ``lrlab_sweep`` and read ``.calls``.
 
 The same helpers are plain functions (:func:`run_tiny_sweep`, :func:`load_with`,
-:func:`entry_point`, :func:`fake_distribution`) for use outside pytest. This module
-imports nothing heavy until a helper is called: pytest loads it in every session.
+:func:`entry_point`, :func:`fake_distribution`) for use outside pytest's fixtures (the
+module itself imports pytest, a test extra). It imports nothing heavy until a helper is
+called: pytest loads it in every session.
 """
 
 from __future__ import annotations

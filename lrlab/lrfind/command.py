@@ -1,14 +1,13 @@
 """``lrlab lr-find``: the Typer command, and the library call behind it."""
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from lrlab.cli_support import handle_errors
-from lrlab.config import DEFAULTS
+from lrlab.cli_support import PluginOpt, handle_errors
+from lrlab.config import DEFAULTS, check_name
 from lrlab.errors import UsageError
 from lrlab.lrfind.auto import AUTO_COUNT, AUTO_RULE, grid_around
 from lrlab.lrfind.finder import LRFindResult, lr_find
@@ -46,8 +45,7 @@ def run_lr_find(*, name: str | None = None, out: str | None = None, cwd: Path | 
         picked[axis] = values[0]
     if name is None:
         name = f"lrfind-{picked['dataset'].name}-{picked['model'].name}"
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
-        raise UsageError(f"name {name!r} must be letters, digits, '.', '_' or '-'")
+    check_name(name)
     result = lr_find(**picked, **test, device=config.device, data_root=config.data_root,
                      download=config.download, split=config.split,
                      split_seed=config.split_seed, plugins=plugins,
@@ -92,9 +90,7 @@ def lr_find_command(
         help="Download a missing dataset (MNIST, CIFAR-10).")] = False,
     device: Annotated[str | None, typer.Option(
         help="auto, cpu or cuda.", show_default="auto")] = None,
-    plugin: Annotated[list[str] | None, typer.Option(
-        "-p", "--plugin", help="Load a plugin module (repeatable); -p no:NAME blocks one.")]
-        = None,
+    plugin: PluginOpt = None,
 ) -> None:
     """Learning-rate range test: train while the learning rate grows, and suggest one.
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lrlab.data import take_rows
+from lrlab.data import fork_rng, take_rows
 from lrlab.errors import UsageError
 
 MODES = ("exp", "linear")
@@ -104,9 +104,8 @@ def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     rows: list[dict[str, float]] = []
     n = len(y)
     per_pass = math.ceil(n / batch_size)
-    cuda = [device] if device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=cuda):
+        with fork_rng(device):
             torch.manual_seed(seed)  # dropout and other randomness inside the model
             batches = torch.Generator(device=device).manual_seed(seed)
             model.train()

@@ -1,7 +1,7 @@
 """What the report says in words: verdict counts, the best configuration, hints, next steps.
 
 Everything here is plain pandas over the stored ``runs`` and ``history`` tables; the
-figures (:mod:`lrlab.report.figures`) and the page (:mod:`lrlab.report`) read the
+figures (:mod:`lrlab.report.fig_lr`, :mod:`lrlab.report.fig_fit`) and the page (:mod:`lrlab.report`) read the
 :class:`SweepView` built by :func:`view`.
 """
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from lrlab.config import Run, augment_str
+from lrlab.data import fork_rng
 from lrlab.engine import dummy_optimizer, lr_table
 from lrlab.registry import Registry
 from lrlab.vectorized.optim import OptimKind, describe
@@ -78,7 +79,7 @@ def plan_group(runs: list[Run], registry: Registry, data, batch_size: int,
             return table
         tables.append(table)
     run = runs[0]
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with fork_rng(device):
         probe = registry.build("model", run.model, data.input_shape, data.num_classes)
     probe = probe.to(device)
     updates, stochastic = inspect_model(probe, data.train[0][:batch_size])

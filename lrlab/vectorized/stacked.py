@@ -19,6 +19,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 from torch.utils._pytree import tree_leaves
 
+from lrlab.data import fork_rng
 from lrlab.vectorized.graph import simplify
 
 Params = dict[str, torch.Tensor]  # parameter (or buffer) name -> (W, *shape)
@@ -157,8 +158,7 @@ def inspect_model(model: nn.Module, x: torch.Tensor) -> tuple[bool, bool]:
     """
     probe = copy.deepcopy(model).train()
     before = {n: b.clone() for n, b in probe.named_buffers()}
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+    with torch.no_grad(), fork_rng(x.device):
         torch.manual_seed(0)
         first = probe(x)
         updates = any(not torch.equal(before[n], b) for n, b in probe.named_buffers())
@@ -174,7 +174,7 @@ def check_vmap(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Te
     stacked = StackedModel([model, copy.deepcopy(model)], loss_fn, stochastic=stochastic)
     xb, yb = torch.stack([x, x]), torch.stack([y, y])
     try:
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        with fork_rng(x.device):
             stacked.template.train()
             stacked._grads(stacked.params, stacked.buffers, xb, yb)
             stacked.evaluate(stacked.params, stacked.buffers, x, y, len(y))
