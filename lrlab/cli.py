@@ -66,7 +66,7 @@ def sweep(
     keyword: Annotated[str | None, typer.Option(
         "-k", help="Select runs whose id matches, e.g. 'lr0.1 and not noise'.",
         show_default=False)] = None,
-    collect_only: Annotated[bool, typer.Option("--collect-only", help="List the runs; train nothing.")] = False,
+    collect_only: Annotated[bool, typer.Option("--collect-only", help="List the runs; train nothing (components are checked by name; their parameter values when the runs are built).")] = False,
     exitfirst: Annotated[bool, typer.Option("-x", "--exitfirst", help="Stop after the first run that errors.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a run is overfit, diverged or error.")] = False,
     junit_xml: Annotated[Path | None, typer.Option(
@@ -104,7 +104,7 @@ def sweep(
                        keyword=keyword, local_dirs=local, load_data=not collect_only)
     if collect_only:
         for run in prepared.runs:
-            console.print(run.run_id)
+            console.print(run.run_id, markup=False)
         n = len(prepared.runs)
         console.print(f"{n} run{'s' if n != 1 else ''} collected")
         return
@@ -119,7 +119,7 @@ def sweep(
     if not quiet:
         print_results(console, result.runs)
         for note in result.notes:
-            console.print(f"note: {note}")
+            console.print(f"note: {note}", markup=False)
         if result.skipped:
             console.print(f"resumed: {len(result.skipped)} finished run(s) skipped "
                           f"(--fresh starts over)")

@@ -231,24 +231,17 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise UsageError(f"cannot read sweep file {path}: {exc.strerror or exc}") from None
 
 
-def find_pyproject(start: Path) -> Path | None:
-    """The nearest pyproject.toml at or above ``start`` that has a [tool.lrlab] table."""
+def pyproject_defaults(start: Path) -> dict[str, Any]:
+    """The [tool.lrlab] table of the nearest pyproject.toml at or above ``start`` that has
+    one ({} when none does)."""
     for folder in [start.resolve(), *start.resolve().parents]:
         candidate = folder / "pyproject.toml"
         if candidate.is_file():
-            data = read_toml(candidate)
-            if "lrlab" in data.get("tool", {}):
-                return candidate
-    return None
-
-
-def pyproject_defaults(start: Path) -> dict[str, Any]:
-    path = find_pyproject(start)
-    if path is None:
-        return {}
-    table = read_toml(path)["tool"]["lrlab"]
-    _check_keys(table, f"[tool.lrlab] of {path}")
-    return table
+            table = read_toml(candidate).get("tool", {}).get("lrlab")
+            if table is not None:
+                _check_keys(table, f"[tool.lrlab] of {candidate}")
+                return table
+    return {}
 
 
 def build_config(sweep_file: Path | None = None, overrides: dict[str, Any] | None = None,

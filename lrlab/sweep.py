@@ -248,22 +248,23 @@ def execute(prepared: Prepared, *, fresh: bool = False, exitfirst: bool = False,
     store = ResultStore(config.out_dir)
     if not fresh:
         store.load()
-    grid_keys = prepared.grid_keys or {run_key(r, config) for r in prepared.runs}
-    stray = [r["run_id"] for r in store.runs if r["key"] not in grid_keys]
+    selected = {run_key(r, config): r for r in prepared.runs}  # the runs -k kept
+    grid_keys = prepared.grid_keys or set(selected)
+    stored = store.runs
+    stray = [r["run_id"] for r in stored if r["key"] not in grid_keys]
     if stray and not fresh:
         raise UsageError(f"{config.out_dir} holds {len(stray)} run(s) of another grid "
                          f"(e.g. {stray[0]}); pass --fresh to start over or --name to "
                          f"keep both")
     done = store.finished_keys()
-    selected = {run_key(r, config) for r in prepared.runs}
-    todo = [r for r in prepared.runs if run_key(r, config) not in done]
-    skipped = [r.run_id for r in prepared.runs if run_key(r, config) in done]
+    todo = [r for key, r in selected.items() if key not in done]
+    skipped = [r.run_id for key, r in selected.items() if key in done]
     # keep what finished, and every stored run that -k left out this time (even an error)
-    keep = set(done) | {r["key"] for r in store.runs if r["key"] not in selected}
+    keep = set(done) | {r["key"] for r in stored if r["key"] not in selected}
     info = manifest(config, host, context)
     store.start(info, keep)
     if skipped:
-        rejudge(store, host, config, {run_key(r, config): r for r in prepared.runs})
+        rejudge(store, host, config, selected)
 
     executor = host.registry.build("executor", config.executor)
     host.call("lrlab_sweep_start", config=config, runs=todo)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pandas as pd
 
@@ -63,10 +64,26 @@ def test_history_lr_is_the_lr_used_and_epoch_zero_is_the_untrained_model(out):
     assert h["train_acc"].iloc[0] < 0.3  # untrained: near chance
 
 
-def test_writes_are_atomic_no_temporary_files_left(out):
-    lrlab.run_sweep(out=out, name="a", lr=[0.05, 0.1], epochs=1, augment="none", report=False)
+def test_every_write_is_a_whole_temporary_file_renamed_into_place(out, monkeypatch):
+    import lrlab.results
+
+    renames = []
+    real = os.replace
+
+    def replace(src, dst):
+        src, dst = Path(src), Path(dst)
+        if dst.suffix == ".parquet":  # the file to be renamed is already whole
+            renames.append((src, dst, len(pd.read_parquet(src))))
+        real(src, dst)
+
+    monkeypatch.setattr(lrlab.results.os, "replace", replace)
+    lrlab.run_sweep(out=out, name="a", lr=[0.05, 0.1], epochs=1, augment="none",
+                    executor="local", report=False)
+    runs_writes = [n for src, dst, n in renames if dst.name == "runs.parquet"]
+    assert runs_writes == [0, 1, 2]  # at the start, then after each run
+    assert all(src.parent == dst.parent and src.name.startswith(".") for src, dst, _ in renames)
     names = sorted(p.name for p in (out / "a").iterdir())
-    assert names == ["history.parquet", "manifest.json", "runs.parquet"]
+    assert names == ["history.parquet", "manifest.json", "runs.parquet"]  # no temp left
 
 
 def test_store_add_replaces_a_run_rather_than_duplicating(tmp_path, out):

@@ -30,7 +30,7 @@ class StackedModel:
 
     def __init__(self, models: list[nn.Module], loss_fn: Callable, *, stochastic: bool = False,
                  amp: bool = False, compile: bool = False) -> None:
-        self.template = models[0]
+        self.template = models[0].train()  # training mode, except inside evaluate()
         self.loss_fn = loss_fn
         self.names = [n for n, _ in self.template.named_parameters()]
         with torch.no_grad():
@@ -117,7 +117,6 @@ class StackedModel:
         """Every member's gradient of its mean loss on its batch ``x[w], y[w]``, one
         ``(W, size)`` tensor per parameter (the layout of :attr:`chunks`), and the losses
         ``(W,)``."""
-        self.template.train()
         return self._run(self._grads, (self.params, self.buffers, x, y), trace)
 
     # -- evaluation ------------------------------------------------------------------------
@@ -139,12 +138,14 @@ class StackedModel:
         losses = vmap(self.loss_fn, in_dims=(0, None))
         total = torch.zeros(width, device=x.device, dtype=torch.float64)
         correct = torch.zeros(width, device=x.device, dtype=torch.long)
-        for start in range(0, len(y), batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-            logits = self._logits(params, buffers, xb).float()
-            total += losses(logits, yb).double() * len(yb)
-            correct += (logits.argmax(-1) == yb).sum(-1)
-        self.template.train()
+        try:
+            for start in range(0, len(y), batch_size):
+                xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+                logits = self._logits(params, buffers, xb).float()
+                total += losses(logits, yb).double() * len(yb)
+                correct += (logits.argmax(-1) == yb).sum(-1)
+        finally:
+            self.template.train()
         n = len(y)
         return (total / n).tolist(), [c / n for c in correct.tolist()]
 
