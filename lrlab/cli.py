@@ -117,7 +117,7 @@ def sweep(
     finally:
         reporter.close()
     if not quiet:
-        print_results(console, result.runs)
+        print_results(console, result.runs, configs=result.configs)
         for note in result.notes:
             console.print(f"note: {note}", markup=False)
         if result.skipped:
@@ -167,6 +167,11 @@ def show(folder: Annotated[Path, typer.Argument(help="A sweep's results folder."
             raise UsageError(f"no column '{sort}'" + (f"; did you mean '{near}'?" if near else ""))
         runs = runs.sort_values(sort, ascending=not sort.endswith("acc"))
     console = _console()
+    if sort is not None and sort.startswith("test_"):
+        console.print(f"note: sorted by {sort}: a configuration picked by its test score "
+                      f"makes that score optimistic (the test split then chose it); "
+                      f"choose on val_acc and read the test number of that one only",
+                      markup=False)
     print_results(console, runs, title=manifest.get("name", str(folder)))
     # the runs' own training time (the manifest's wall time is the last call's: after a
     # resume it leaves out the runs trained before)

@@ -153,8 +153,7 @@ def _train(run: Run, model: torch.nn.Module, data: Split, registry: Registry,
 
     start = time.perf_counter()
     history = [{"epoch": 0, "lr": optimizer.param_groups[0]["lr"], **clean_metrics(),
-                "max_batch_loss": math.nan, "wall_s": 0.0}]
-    start_loss = history[0]["train_loss"]
+                "max_batch_loss": math.nan, "batch_loss": math.nan, "wall_s": 0.0}]
     restore_best = getattr(stopper, "restore_best", False)
     best_state: dict[str, Any] | None = None
     stopped_by = None
@@ -163,6 +162,7 @@ def _train(run: Run, model: torch.nn.Module, data: Split, registry: Registry,
         model.train()
         order = torch.randperm(n, generator=batch_gen, device=device)
         peak = torch.zeros((), device=device)  # the epoch's largest mini-batch loss
+        total = torch.zeros((), device=device, dtype=torch.float64)  # and their sum
         for step in range(steps_per_epoch):
             idx = order[step * run.batch_size:(step + 1) * run.batch_size]
             xb, yb = take_rows(x_train, idx), take_rows(y_train, idx)
@@ -177,13 +177,15 @@ def _train(run: Run, model: torch.nn.Module, data: Split, registry: Registry,
             optimizer.step()
             schedule.step()
             peak = torch.maximum(peak, loss.detach().nan_to_num(nan=math.inf))
+            total += loss.detach().double()
 
         metrics = {"lr": lr_used, **clean_metrics()}
         history.append({"epoch": epoch, **metrics, "max_batch_loss": peak.item(),
+                        "batch_loss": total.item() / steps_per_epoch,
                         "wall_s": time.perf_counter() - start})
 
-        # a diverged run stops at once; its record is final
-        if divergence(history[-1], start_loss, settings.thresholds):
+        # a run that cannot recover stops; its record is final
+        if divergence(history, settings.thresholds):
             stopped_by = "diverged"
             break
         stop = stopper.update(epoch, metrics)

@@ -26,10 +26,11 @@ from lrlab.config import Run
 
 RUNS_FILE = "runs.parquet"
 HISTORY_FILE = "history.parquet"
+CONFIGS_FILE = "configs.parquet"
 MANIFEST_FILE = "manifest.json"
 
 HISTORY_COLUMNS = ["run_id", "epoch", "lr", "train_loss", "train_acc", "val_loss",
-                   "val_acc", "wall_s", "max_batch_loss"]
+                   "val_acc", "wall_s", "max_batch_loss", "batch_loss"]
 METRICS = ["train_loss", "train_acc", "val_loss", "val_acc"]
 
 
@@ -55,14 +56,14 @@ def summarize(run: Run, history: list[dict[str, Any]], *, test_loss: float = mat
               stopped_by: str | None = None, num_classes: int = 0, wall_s: float = 0.0,
               device: str = "", error: str = "", key: str = "") -> dict[str, Any]:
     """The run's row of the ``runs`` table, before its verdict is given."""
-    from lrlab.verdicts import generalization_loss
+    from lrlab.verdicts import generalization_loss, tested_numbers
 
     row: dict[str, Any] = {"run_id": run.run_id, **run.axes()}
     trained = [h for h in history if h["epoch"] >= 1]
     last = trained[-1] if trained else {m: math.nan for m in METRICS}
     finite = [h for h in trained if math.isfinite(h["val_loss"])]
     best = min(finite, key=lambda h: h["val_loss"]) if finite else None
-    row.update({"verdict": "ok", "flags": "", "epochs_run": len(trained),
+    row.update({"verdict": "ok", "cause": "", "flags": "", "epochs_run": len(trained),
                 "best_epoch": best["epoch"] if best else 0,
                 "restored_epoch": restored_epoch if restored_epoch is not None else 0,
                 "stopped_by": stopped_by or ""})
@@ -78,6 +79,7 @@ def summarize(run: Run, history: list[dict[str, Any]], *, test_loss: float = mat
     row["gap_loss"] = row["val_loss"] - row["train_loss"]
     row["gap_acc"] = row["train_acc"] - row["val_acc"]
     row["gl"] = generalization_loss([h["val_loss"] for h in trained]) if trained else math.nan
+    row.update(tested_numbers(history, restored_epoch))
     row.update({"num_classes": num_classes, "wall_s": float(wall_s), "device": device,
                 "error": error, "key": key})
     return row
@@ -157,6 +159,9 @@ class ResultStore:
     def _write(self) -> None:
         atomic_write_table(self._history, self.folder / HISTORY_FILE)
         atomic_write_table(self._runs, self.folder / RUNS_FILE)
+
+    def write_configs(self, configs: pd.DataFrame) -> None:
+        atomic_write_parquet(configs, self.folder / CONFIGS_FILE)
 
     def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         return runs_frame(self._runs.to_pandas()), self._history.to_pandas()
@@ -254,23 +259,9 @@ def load_results(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[s
 
 
 def best_configuration(runs: pd.DataFrame) -> pd.DataFrame | None:
-    """The runs (one per seed) of the configuration with the highest mean validation
-    accuracy of the weights that were tested, ties broken by the lower validation loss.
+    """The runs (one per seed) of the best configuration: chosen on validation alone,
+    among the configurations that learned (:func:`lrlab.configs.best_config`); None when
+    none did. Only then may its test metric be read."""
+    from lrlab.configs import best_configuration as best
 
-    Chosen on validation alone; only then may its test metric be read, so the test split
-    stays an honest estimate. Runs that errored are never chosen.
-    """
-    from lrlab.config import AXES
-
-    if runs.empty or "tested_val_acc" not in runs:
-        return None
-    ok = runs[(runs["verdict"] != "error") & runs["tested_val_acc"].notna()]
-    if ok.empty:
-        return None
-    keys = [a for a in AXES if a != "seed" and a in ok]
-    best = None
-    for _, group in ok.groupby(keys, dropna=False, sort=False):
-        score = (group["tested_val_acc"].mean(), -group["tested_val_loss"].mean())
-        if best is None or score > best[0]:
-            best = (score, group)
-    return best[1] if best is not None else None
+    return best(runs)

@@ -34,6 +34,7 @@ from lrlab.config import (
     expand,
     run_key,
 )
+from lrlab.configs import config_table
 from lrlab.engine import resolve_device
 from lrlab.errors import PluginError, UsageError
 from lrlab.executors import Context
@@ -55,6 +56,7 @@ class SweepResult:
     ran: list[str] = field(default_factory=list)  # run ids trained now
     skipped: list[str] = field(default_factory=list)  # run ids resumed from disk
     notes: list[str] = field(default_factory=list)
+    configs: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per configuration
 
     @property
     def counts(self) -> Counter:
@@ -67,7 +69,8 @@ class SweepResult:
 
     @property
     def failed(self) -> bool:
-        """True when a run is overfit, diverged or error (what ``--strict`` fails on)."""
+        """True when a run is overfit, unstable, diverged or error (what ``--strict``
+        fails on)."""
         return any(self.counts.get(v) for v in (*FAILING, "error"))
 
 
@@ -202,22 +205,23 @@ def judge(host: Plugins, result: RunResult, thresholds: dict[str, float],
     """Ask every ``lrlab_diagnose`` for flags; the verdict is the most severe one."""
     summary = result.summary
     if summary["error"]:
-        summary["verdict"], summary["flags"] = "error", _last_line(summary["error"])
+        summary["verdict"], summary["cause"] = "error", ""
+        summary["flags"] = _last_line(summary["error"])
         return
     try:
         answers = host.call("lrlab_diagnose", run=result.run, history=history,
                             summary=dict(summary), thresholds=dict(thresholds))
     except PluginError as exc:
-        summary["verdict"], summary["flags"] = "error", str(exc)
+        summary["verdict"], summary["cause"], summary["flags"] = "error", "", str(exc)
         summary["error"] = traceback.format_exc()
         return
     flags: list[Flag] = [f for answer in answers for f in (answer or [])]
     for f in flags:
         if f.verdict is not None and f.verdict not in VERDICTS:
-            summary["verdict"] = "error"
+            summary["verdict"], summary["cause"] = "error", ""
             summary["flags"] = f"a diagnosis gave the unknown verdict {f.verdict!r}"
             return
-    summary["verdict"], summary["flags"] = verdict_of(flags)
+    summary["verdict"], summary["cause"], summary["flags"] = verdict_of(flags)
 
 
 def rejudge(store: ResultStore, host: Plugins, config: SweepConfig,
@@ -285,6 +289,8 @@ def execute(prepared: Prepared, *, fresh: bool = False, exitfirst: bool = False,
     order = {r.run_id: i for i, r in enumerate(prepared.runs)}
     if not runs.empty:
         runs = runs.sort_values("run_id", key=lambda s: s.map(order)).reset_index(drop=True)
+    configs = config_table(runs, config.thresholds["near_chance"])
+    store.write_configs(configs)
     info.update(finished=datetime.now(UTC).isoformat(timespec="seconds"),
                 wall_s=round(time.perf_counter() - start, 3), notes=context.notes)
     store.write_manifest(info)
@@ -294,7 +300,7 @@ def execute(prepared: Prepared, *, fresh: bool = False, exitfirst: bool = False,
 
         write_report(config.out_dir, plugins=host)
     return SweepResult(config, runs, history, config.out_dir,
-                       time.perf_counter() - start, ran, skipped, list(context.notes))
+                       time.perf_counter() - start, ran, skipped, list(context.notes), configs)
 
 
 def run_sweep(sweep_file: str | Path | None = None, *, plugins: Iterable[Any] = (),

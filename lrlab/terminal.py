@@ -4,6 +4,7 @@ the way pytest's terminal reporter is one."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 from rich.console import Console
@@ -21,7 +22,7 @@ from lrlab import hookimpl
 from lrlab.results import best_configuration
 
 COLOURS = {"ok": "green", "overfit": "dark_orange", "underfit": "blue",
-           "diverged": "red", "error": "magenta"}
+           "unstable": "orange_red1", "diverged": "red", "error": "magenta"}
 
 
 class TerminalReporter:
@@ -87,29 +88,81 @@ def _num(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def print_results(console: Console, runs: pd.DataFrame, title: str | None = None) -> None:
-    """The runs as a table: verdict, epochs, best epoch, accuracies, gap, GL, flags."""
+def _col(row: Any, name: str, fallback: str) -> Any:
+    value = getattr(row, name, None)
+    return getattr(row, fallback) if value is None else value
+
+
+def verdict_text(verdict: str, cause: Any) -> str:
+    """``underfit (stuck)``: the verdict and, when known, its cause."""
+    cause = str(cause or "").replace("_", " ")
+    colour = COLOURS.get(verdict, "white")
+    return f"[{colour}]{verdict}[/]" + (f" ({cause})" if cause and cause != "nan" else "")
+
+
+def _spread(mean: float, std: float, digits: int = 3) -> str:
+    text = _num(mean, digits)
+    return text if std is None or math.isnan(std) else f"{text} ± {_num(std, digits)}"
+
+
+def print_results(console: Console, runs: pd.DataFrame, title: str | None = None,
+                  configs: pd.DataFrame | None = None) -> None:
+    """The runs as a table (verdict and cause, epochs, the kept epoch, accuracies, gap,
+    GL, flags); with several seeds, one row per configuration after it; then the best
+    configuration, chosen on validation, and the one test number lrlab shows."""
     if runs.empty:
         console.print("no runs")
         return
     table = Table(title=title, title_justify="left", header_style="bold")
-    for col in ("run", "verdict", "epochs", "best", "train acc", "val acc", "gap",
+    for col in ("run", "verdict", "epochs", "kept", "train acc", "val acc", "gap",
                 "GL %", "flags"):
         table.add_column(col, no_wrap=col != "flags",
                          justify="right" if col not in ("run", "verdict", "flags") else "left")
     for row in runs.itertuples():
-        colour = COLOURS.get(row.verdict, "white")
         flags = str(row.flags or "")
         if len(flags) > 90:
             flags = flags[:87] + "..."
-        table.add_row(row.run_id, f"[{colour}]{row.verdict}[/]", str(row.epochs_run),
-                      str(row.best_epoch), _num(row.train_acc), _num(row.val_acc),
-                      _num(row.gap_acc), _num(row.gl, 1), flags)
+        table.add_row(row.run_id, verdict_text(row.verdict, getattr(row, "cause", "")),
+                      str(row.epochs_run), str(_col(row, "tested_epoch", "epochs_run")),
+                      _num(_col(row, "tested_train_acc", "train_acc")),
+                      _num(_col(row, "tested_val_acc", "val_acc")),
+                      _num(_col(row, "tested_gap_acc", "gap_acc")),
+                      _num(_col(row, "tested_gl", "gl"), 1), flags)
     console.print(table)
+    from lrlab.configs import config_table, no_best_reason
+
+    configs = config_table(runs) if configs is None else configs
+    if not configs.empty and configs["n"].max() > 1:
+        print_configs(console, configs)
     best = best_configuration(runs)
-    if best is not None:
-        ids = ", ".join(best["run_id"])
-        console.print(f"best by val acc: [bold]{ids}[/] val acc "
-                      f"{best['tested_val_acc'].mean():.3f}, test acc "
-                      f"{best['test_acc'].mean():.3f} (test split read for this configuration "
-                      f"only)")
+    if best is None:
+        console.print(f"[bold]best configuration: none[/] - {no_best_reason(configs)}")
+        return
+    ids = ", ".join(best["run_id"])
+    n = len(best)
+    val = _spread(best["tested_val_acc"].mean(), best["tested_val_acc"].std() if n > 1
+                  else math.nan)
+    test = _spread(best["test_acc"].mean(), best["test_acc"].std() if n > 1 else math.nan)
+    console.print(f"best by val acc (chosen among the configurations that learned): "
+                  f"[bold]{ids}[/] val acc {val}, test acc {test}")
+    console.print("  every run was scored on the test split at its end; this is the only "
+                  "test number shown, read after choosing on validation", style="dim")
+
+
+def print_configs(console: Console, configs: pd.DataFrame) -> None:
+    """One row per configuration: its verdict (the seeds' majority), every seed's verdict
+    counted, and mean ± standard deviation over seeds of the kept weights' numbers."""
+    from lrlab.configs import verdict_counts
+
+    table = Table(title="per configuration (seeds aggregated)", title_justify="left",
+                  header_style="bold")
+    for col in ("configuration", "verdict", "seeds", "val acc", "gap", "GL %"):
+        table.add_column(col, no_wrap=True,
+                         justify="left" if col in ("configuration", "verdict", "seeds")
+                         else "right")
+    for row in configs.to_dict("records"):
+        table.add_row(row["config_id"], verdict_text(row["verdict"], row.get("cause")),
+                      verdict_counts(row), _spread(row["val_acc_mean"], row["val_acc_std"]),
+                      _spread(row["gap_acc_mean"], row["gap_acc_std"]),
+                      _spread(row["gl_mean"], row["gl_std"], 1))
+    console.print(table)

@@ -110,7 +110,7 @@ def synthetic_tables(lrs: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0),
             summary.update(verdict="error", flags="RuntimeError: made-up failure")
         else:
             flags = builtin_diagnose(pd.DataFrame(rows), summary, dict(DEFAULT_THRESHOLDS))
-            summary["verdict"], summary["flags"] = verdict_of(flags)
+            summary["verdict"], summary["cause"], summary["flags"] = verdict_of(flags)
         runs.append(summary)
         history += [{"run_id": rid, **h} for h in rows]
     return runs_frame(pd.DataFrame(runs)), pd.DataFrame(history, columns=HISTORY_COLUMNS)

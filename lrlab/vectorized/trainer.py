@@ -53,7 +53,6 @@ class Member:
     gen: torch.Generator  # its batch order, seeded as the local executor seeds it
     rng: tuple[torch.Tensor, ...] = ()  # its global RNG state for augmentation draws
     history: list[dict[str, float]] = field(default_factory=list)
-    start_loss: float = math.nan
     best: dict[str, torch.Tensor] | None = None  # parameters of the stopper's best epoch
     stopped_by: str | None = None
     restored: int | None = None  # the epoch whose weights were tested
@@ -141,14 +140,13 @@ def train_group(plan: Plan, context) -> Iterator[Finished]:
 
     for m, metrics in zip(members, clean_metrics(list(range(len(members)))), strict=True):
         m.history.append({"epoch": 0, "lr": m.lrs[0], **metrics, "max_batch_loss": math.nan,
-                          "wall_s": 0.0})
-        m.start_loss = metrics["train_loss"]
+                          "batch_loss": math.nan, "wall_s": 0.0})
     clock.charge(members)
 
     def end_of_epoch(m: Member, row: int, epoch: int, metrics: dict[str, float]) -> bool:
         """Record the epoch as engine.train does; True when the member is done."""
-        if divergence(m.history[-1], m.start_loss, settings.thresholds):
-            m.stopped_by = "diverged"  # a diverged run stops at once; its record is final
+        if divergence(m.history, settings.thresholds):
+            m.stopped_by = "diverged"  # a run that cannot recover stops; its record is final
             return True
         try:
             stop = m.stopper.update(epoch, metrics)
@@ -174,6 +172,7 @@ def train_group(plan: Plan, context) -> Iterator[Finished]:
         lrs = lr_table[:, (epoch - 1) * spe:epoch * spe]
         epochs_left = max(slots[row].run.epochs for row in live) - epoch + 1
         peak = torch.zeros(len(slots), device=device)  # each member's largest batch loss
+        total = torch.zeros(len(slots), device=device, dtype=torch.float64)  # and their sum
         with threads():
             for step in range(spe):
                 idx = orders[:, step * batch:(step + 1) * batch]
@@ -188,16 +187,18 @@ def train_group(plan: Plan, context) -> Iterator[Finished]:
                 trace = calls_left >= TRACE_MIN_CALLS or (settings.compile and full)
                 grads, losses = stacked.grads(xb, yb, trace=trace)
                 peak = torch.maximum(peak, losses.detach().float().nan_to_num(nan=math.inf))
+                total += losses.detach().double()
                 optimizer.step(stacked.chunks, grads, lrs[:, step:step + 1])
 
         measured = clean_metrics(live)
-        peaks = peak.tolist()
+        peaks, means = peak.tolist(), (total / spe).tolist()
         clock.charge([slots[row] for row in live])
         done = []
         for row, metrics in zip(live, measured, strict=True):
             m = slots[row]
             metrics = {"lr": m.lrs[epoch * spe - 1], **metrics}
             m.history.append({"epoch": epoch, **metrics, "max_batch_loss": peaks[row],
+                              "batch_loss": means[row],
                               "wall_s": m.wall_s})
             if end_of_epoch(m, row, epoch, metrics):
                 done.append(row)
