@@ -172,8 +172,11 @@ def _finite(x: Any) -> bool:
 def batch_loss(row: dict[str, Any]) -> float:
     """The epoch's training-mode loss: the mean of its mini-batch losses (what the
     optimizer saw), or the clean training loss in tables that predate it."""
-    value = row.get("batch_loss", math.nan)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    value = row.get("batch_loss")
+    peak = row.get("max_batch_loss")
+    missing = value is None or (math.isnan(float(value)) and not (
+        peak is not None and math.isinf(float(peak))))  # a NaN loss makes the peak inf
+    if missing or int(row.get("epoch", 1)) == 0:
         return float(row["train_loss"])
     return float(value)
 

@@ -168,7 +168,8 @@ def test_junit_xml_has_a_test_case_per_run_with_verdict_failures(broken_sweep, t
     diverged = cases["mlp-lr1000-ep2-none-s0"].find("failure")
     assert diverged is not None and diverged.get("type") == "diverged"
     assert "exceeds" in diverged.get("message") or "became" in diverged.get("message")
-    assert diverged.get("message").startswith("diverged: ")  # said once, not twice
+    assert diverged.get("message").startswith("diverged (nonfinite): ")  # said once, not twice
+    assert diverged.get("message").count("diverged") == 1
     assert cases["broken-lr0.05-ep2-none-s0"].find("error") is not None
     assert suite.get("errors") == "2" and suite.get("tests") == "4"
     # the same runs fail in JUnit as under --strict: overfit and diverged (underfit passes)
@@ -268,11 +269,11 @@ def test_a_resumed_sweep_is_judged_again_with_the_new_thresholds(out):
     grid = (*TINY, "--lr", "0.05,0.1", "--out", out, "--name", "j")
     assert invoke("sweep", *grid).exit_code == 0
     before = pd.read_parquet(out / "j" / "runs.parquet")
-    assert set(before["verdict"]) != {"underfit"}
+    assert set(before["cause"]) != {"stuck"}
     again = invoke("sweep", *grid, "--threshold", "underfit_progress=0.999")
     assert "resumed: 2 finished run(s) skipped" in again.stdout
     after = pd.read_parquet(out / "j" / "runs.parquet")
-    assert set(after["verdict"]) == {"underfit"}  # no run reaches 99.9% of the way
+    assert set(after["cause"]) == {"stuck"}  # no run reaches 99.9% of the way
     assert list(after["wall_s"]) == list(before["wall_s"])  # judged, not trained again
 
 

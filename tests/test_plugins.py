@@ -207,7 +207,9 @@ def test_a_raising_helper_inside_a_hook_still_names_the_plugin(out):
 
 def test_lrlab_trace_hooks_prints_each_hook_call(out, monkeypatch, capsys):
     monkeypatch.setenv("LRLAB_TRACE_HOOKS", "1")
-    result = run_tiny_sweep(named("traced", lrlab_run_end=lambda run: None), out=out)
+    result = run_tiny_sweep(named("traced", lrlab_run_end=lambda run: None), out=out,
+                            thresholds={"underfit_still_improving": 10.0,
+                                        "underfit_still_improving_acc": 10.0})
     err = capsys.readouterr().err
     rid = result.runs["run_id"][0]
     assert "[lrlab hooks] lrlab_register_models(register) -> builtin.models" in err

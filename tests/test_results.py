@@ -32,7 +32,7 @@ def test_python_api_returns_the_design_tables(out):
                              report=False)
     assert set(RUNS_COLUMNS) <= set(result.runs.columns)
     # the DESIGN columns, then the epoch's largest mini-batch loss (divergence evidence)
-    assert list(result.history.columns) == HISTORY_COLUMNS + ["max_batch_loss"]
+    assert list(result.history.columns) == HISTORY_COLUMNS + ["max_batch_loss", "batch_loss"]
     assert len(result.runs) == 2 and len(result.history) == 2 * 4  # epochs 0..3
     row = result.runs.iloc[0]
     assert row["gap_acc"] == row["train_acc"] - row["val_acc"]
@@ -83,7 +83,8 @@ def test_every_write_is_a_whole_temporary_file_renamed_into_place(out, monkeypat
     assert runs_writes == [0, 1, 2]  # at the start, then after each run
     assert all(src.parent == dst.parent and src.name.startswith(".") for src, dst, _ in renames)
     names = sorted(p.name for p in (out / "a").iterdir())
-    assert names == ["history.parquet", "manifest.json", "runs.parquet"]  # no temp left
+    assert names == ["configs.parquet", "history.parquet", "manifest.json",
+                     "runs.parquet"]  # no temp left
 
 
 def test_store_add_replaces_a_run_rather_than_duplicating(tmp_path, out):
