@@ -68,7 +68,7 @@ def sweep(
         show_default=False)] = None,
     collect_only: Annotated[bool, typer.Option("--collect-only", help="List the runs; train nothing (components are checked by name; their parameter values when the runs are built).")] = False,
     exitfirst: Annotated[bool, typer.Option("-x", "--exitfirst", help="Stop after the first run that errors.")] = False,
-    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a run is overfit, diverged or error.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a run is overfit, unstable, diverged or error.")] = False,
     junit_xml: Annotated[Path | None, typer.Option(
         "--junit-xml", help="Write each run as a JUnit test case.", show_default=False)] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore stored results: start over.")] = False,
@@ -80,7 +80,8 @@ def sweep(
                                                     "evaluations [default: 4096].")] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only the last line.")] = False,
 ) -> None:
-    """Run a grid of trainings and judge each run: ok, overfit, underfit, diverged, error."""
+    """Run a grid of trainings and judge each run: ok, overfit, underfit, unstable, diverged,
+    error."""
     from lrlab.config import build_config
     from lrlab.sweep import execute, prepare
     from lrlab.terminal import TerminalReporter, print_results

@@ -190,8 +190,9 @@ def lrlab_run_start(run: Run) -> None:
 def lrlab_epoch_end(run: Run, epoch: int, metrics: dict[str, float]) -> bool | None:
     """Called after each epoch's clean evaluation, on whichever executor trains the run.
 
-    Not called for an epoch at which the run diverged (its training loss became
-    non-finite or passed ``diverge_factor`` times its start): the run stops there.
+    Not called for an epoch at which the run diverged beyond recovery (a mini-batch loss
+    became non-finite, or the mean mini-batch loss stayed above ``diverge_factor`` times
+    its start for ``diverge_patience`` epochs): the run stops there.
     When an implementation answers ``True``, the run stops after this epoch with
     ``stopped_by = "plugin"``; a stopper's ``restore_best`` still applies. If an executor
     gives up on a way of training a run midway (a vectorized group that fails is
@@ -211,16 +212,19 @@ def lrlab_diagnose(run: Run, history: pd.DataFrame, summary: dict[str, Any],
                    thresholds: dict[str, float]) -> list[Flag] | None:
     """Called once per finished run to judge it.
 
-    The built-in verdicts (diverged, underfit, overfit) are themselves an
+    The built-in verdicts (diverged, unstable, underfit, overfit) are themselves an
     implementation of this hook. The run's verdict is the most severe verdict named by
-    any flag (``ok < overfit < underfit < diverged < error``).
+    any flag (``ok < overfit < underfit < unstable < diverged < error``); its ``cause``
+    column is the ``cause`` of the first flag naming that verdict (a plugin may give its
+    own word, or one of :data:`lrlab.verdicts.CAUSES` so lrlab's hints apply).
 
     :param run: the run.
     :param history: the run's history rows (epoch 0 is the untrained model).
     :param summary: the run's row of the ``runs`` table so far (metrics, gaps, gl).
     :param thresholds: the sweep's verdict thresholds (plugins may read their own keys).
     :return: a list of :class:`lrlab.verdicts.Flag` (``verdict`` or ``None`` for a
-        note, and ``text`` with the numbers that triggered it), or ``None``.
+        note, ``text`` with the numbers that triggered it, and an optional ``cause``),
+        or ``None``.
     """
 
 

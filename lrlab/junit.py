@@ -9,8 +9,8 @@ from lrlab.verdicts import FAILING
 
 
 def write_junit(result, path: Path) -> None:
-    """Write ``result``'s runs: overfit and diverged fail, error errors (as ``--strict``
-    counts them); ok and underfit pass."""
+    """Write ``result``'s runs: overfit, unstable and diverged fail, error errors (as
+    ``--strict`` counts them); ok and underfit pass."""
     runs = result.runs
     suite = ET.Element("testsuite", name=f"lrlab.{result.config.name}",
                        tests=str(len(runs)),
