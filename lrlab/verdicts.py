@@ -156,6 +156,27 @@ def generalization_loss(val_losses: Sequence[float], nonfinite: float = math.nan
     return 100.0 * (vals[-1] / best - 1.0) if best > 0 else math.inf
 
 
+# epochs the validation loss must stay up for the overfit GL to count (one noisy last
+# epoch is not overfitting)
+GL_WINDOW = 3
+
+
+def kept_gl(val_losses: Sequence[float]) -> float:
+    """Prechelt's GL of the kept weights, made robust to one noisy epoch: the lowest
+    validation loss of the last :data:`GL_WINDOW` epochs against the minimum so far (so
+    the loss has stayed up, not just blipped). Equals GL when a run has fewer epochs or
+    kept its best."""
+    vals = list(val_losses)
+    if not vals:
+        return math.nan
+    gl = generalization_loss(vals)
+    if not math.isfinite(gl):
+        return gl
+    recent = min(vals[-GL_WINDOW:])
+    best = min(vals)
+    return 100.0 * (recent / best - 1.0) if best > 0 else math.inf
+
+
 def progress(acc: float, num_classes: int) -> float:
     """How far ``acc`` got from chance (0) to perfect (1)."""
     chance = 1.0 / max(num_classes, 2)
@@ -261,7 +282,9 @@ def _diverged(upto, kept, summary, classes, th) -> Flag | None:
         return Flag("diverged", f"the training loss ended at {end:.3g}, "
                                 f"{end / start:.1f}x its start {start:.3g}", "blown_up")
     # near chance at the end after any mini-batch loss rose past diverge_factor x the
-    # start: blown up and not back (a rate too small never lifts a batch loss that far)
+    # start: blown up and not back, whether or not it had learned first (a rate too small
+    # never lifts a batch loss that far). One that fell back only part of the way is
+    # unstable (rising or collapse): its weights still hold something.
     peak, at = _peak(upto)
     if peak > th["diverge_factor"] * start and _near_chance(float(kept["val_acc"]), classes,
                                                              th):
@@ -318,29 +341,34 @@ def _still_improving(upto, kept, summary, classes, th) -> Flag | None:
         return None  # a stopper or a plugin ended it: it was no longer improving
     trained = upto[1:]
     window = max(1, round(len(trained) / 5))
-    then = upto[-1 - window]
-    before, end = float(then["val_loss"]), float(kept["val_loss"])
+    last, prior = upto[-window:], upto[-2 * window:-window] or upto[:1]
+    # the best of the last fifth against the best of the fifth before it: one noisy epoch
+    # at either end does not make a trend
+    before, end = min(float(r["val_loss"]) for r in prior), min(float(r["val_loss"])
+                                                                for r in last)
     fell = (before - end) / before if before > 0 else 0.0
-    rose = float(kept["val_acc"]) - float(then["val_acc"])
-    if fell > th["underfit_still_improving"] or rose > th["underfit_still_improving_acc"]:
-        return Flag("underfit", f"still improving at the end: val loss {before:.3g} -> "
-                                f"{end:.3g} ({100 * fell:.0f}% lower), val acc "
-                                f"{float(then['val_acc']):.3f} -> {float(kept['val_acc']):.3f} "
-                                f"from epoch {then['epoch']} to {kept['epoch']}",
-                    "still_improving")
+    acc0, acc1 = max(float(r["val_acc"]) for r in prior), max(float(r["val_acc"]) for r in last)
+    if fell > th["underfit_still_improving"] or acc1 - acc0 > th["underfit_still_improving_acc"]:
+        span = f"epochs {prior[0]['epoch']}-{prior[-1]['epoch']} vs {last[0]['epoch']}-" \
+               f"{last[-1]['epoch']}" if window > 1 else \
+               f"epoch {prior[-1]['epoch']} vs {last[-1]['epoch']}"
+        return Flag("underfit", f"still improving at the end: best val loss {before:.3g} -> "
+                                f"{end:.3g} ({100 * fell:.0f}% lower), best val acc "
+                                f"{acc0:.3f} -> {acc1:.3f} ({span})", "still_improving")
     return None
 
 
 def _overfit(upto, kept, summary, classes, th) -> Flag | None:
     gap = float(kept["train_acc"]) - float(kept["val_acc"])
     vals = [float(r["val_loss"]) for r in upto[1:]]
-    gl = generalization_loss(vals)
+    gl = kept_gl(vals)
     at = f"epoch {kept['epoch']}" + (" (restored)" if int(summary.get("restored_epoch") or 0)
                                      else "")
     if gl > th["overfit_gl"]:
         best_i = min(range(len(vals)), key=vals.__getitem__)
         return Flag("overfit", f"GL {gl:.1f}% > {th['overfit_gl']:g}%: val loss {vals[-1]:.3g} "
-                               f"at {at} vs its minimum {vals[best_i]:.3g} at epoch "
+                               f"at {at} (and above {min(vals[-GL_WINDOW:]):.3g} over the "
+                               f"last {min(GL_WINDOW, len(vals))} epochs) vs its minimum {vals[best_i]:.3g} at epoch "
                                f"{upto[1 + best_i]['epoch']}", "gl")
     if gap > th["overfit_gap_acc"]:
         return Flag("overfit", f"train-val acc gap {gap:.3f} > {th['overfit_gap_acc']:g} at "
@@ -375,4 +403,4 @@ def tested_numbers(history: list[dict[str, Any]], restored_epoch: int | None) ->
     kept = upto[-1]
     return {"tested_train_acc": float(kept["train_acc"]),
             "tested_gap_acc": float(kept["train_acc"]) - float(kept["val_acc"]),
-            "tested_gl": generalization_loss([h["val_loss"] for h in upto])}
+            "tested_gl": kept_gl([h["val_loss"] for h in upto])}

@@ -155,12 +155,21 @@ def test_gap_beyond_threshold_is_overfit_with_numbers():
 
 
 def test_val_loss_rising_past_its_minimum_is_overfit_by_gl():
-    h = history([2.3, 0.5, 0.2, 0.1], [0.1, 0.9, 0.95, 0.96], [2.3, 0.4, 0.5, 0.6],
-                [0.1, 0.9, 0.93, 0.93])
+    h = history([2.3, 0.5, 0.2, 0.1, 0.08, 0.07], [0.1, 0.9, 0.95, 0.96, 0.96, 0.96],
+                [2.3, 0.4, 0.45, 0.55, 0.6, 0.65], [0.1, 0.9, 0.93, 0.93, 0.93, 0.93])
     verdict, flags, cause = judge(h)
-    assert (verdict, cause) == ("overfit", "gl") and "GL 50.0% > 25%" in flags
+    # judged on the lowest of the last three epochs (0.55): GL 37.5%, not the last's 62.5%
+    assert (verdict, cause) == ("overfit", "gl") and "GL 37.5% > 25%" in flags
     assert "minimum 0.4 at epoch 1" in flags
-    assert judge(h, overfit_gl=60)[0] == "ok"
+    assert judge(h, overfit_gl=40)[0] == "ok"
+
+
+def test_one_noisy_last_epoch_is_not_overfitting():
+    # the minimum in the epoch before the last, then one bad epoch: Prechelt's GL at the
+    # last epoch alone would say 66%
+    h = history([2.3, 0.3, 0.1, 0.05, 0.03, 0.05], [0.1, 0.9, 0.97, 0.99, 0.99, 0.99],
+                [2.3, 0.3, 0.1, 0.103, 0.085, 0.141], [0.1, 0.9, 0.96, 0.96, 0.97, 0.955])
+    assert judge(h)[0] == "ok"
 
 
 def test_a_run_whose_stopper_restored_is_judged_on_the_kept_epoch():
