@@ -300,6 +300,17 @@ def test_show_prints_the_stored_table(out):
     assert result.stdout.strip().splitlines()[-1].startswith("1 run: ")
 
 
+def test_show_sorted_by_a_test_column_says_why_that_number_is_optimistic(tmp_path):
+    from lrlab.report.synthetic import write_synthetic
+
+    folder = write_synthetic(tmp_path / "syn", lrs=[1e-2, 1e-1])
+    by_test = invoke("show", folder, "--sort", "test_acc")
+    assert by_test.exit_code == 0 and "makes that score optimistic" in by_test.stdout
+    by_val = invoke("show", folder, "--sort", "val_acc")
+    assert "optimistic" not in by_val.stdout
+    assert "only test number shown, read after choosing on validation" in by_val.stdout
+
+
 def test_show_on_a_folder_without_results_exits_2(tmp_path):
     result = invoke("show", tmp_path)
     assert result.exit_code == 2 and "holds no sweep results" in result.stderr
