@@ -18,7 +18,6 @@ from lrlab.verdicts import (
     generalization_loss,
     summary_line,
     verdict_of,
-    worst,
 )
 
 
