@@ -341,9 +341,11 @@ def _still_improving(upto, kept, summary, classes, th) -> Flag | None:
         return None  # a stopper or a plugin ended it: it was no longer improving
     trained = upto[1:]
     window = max(1, round(len(trained) / 5))
-    last, prior = upto[-window:], upto[-2 * window:-window] or upto[:1]
-    # the best of the last fifth against the best of the fifth before it: one noisy epoch
-    # at either end does not make a trend
+    prior = upto[-2 * window:-window] or upto[:1]
+    last = upto[-min(window, GL_WINDOW):]
+    # the best of the run's last epochs (up to three) against the best of the fifth of the
+    # run before its last fifth: one noisy epoch at either end does not make a trend, and
+    # a minimum passed earlier in the last fifth is not improvement at the end
     before, end = min(float(r["val_loss"]) for r in prior), min(float(r["val_loss"])
                                                                 for r in last)
     fell = (before - end) / before if before > 0 else 0.0
