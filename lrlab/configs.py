@@ -66,8 +66,9 @@ def config_table(runs: pd.DataFrame,
             frame[col] = frame[fallback] if fallback in frame else math.nan
     if "cause" not in frame:
         frame["cause"] = ""
-    frame["config_id"] = frame["run_id"].map(config_id)
     axes = [a for a in CONFIG_AXES if a in frame]
+    frame["run_id"] = _ids(frame)
+    frame["config_id"] = frame["run_id"].map(config_id)
     rows = []
     for cid, group in frame.groupby("config_id", sort=False):
         records = group.to_dict("records")
@@ -112,12 +113,22 @@ def best_config(configs: pd.DataFrame) -> pd.Series | None:
 
 def best_configuration(runs: pd.DataFrame) -> pd.DataFrame | None:
     """The runs (one per seed) of the best configuration (:func:`best_config`), or None."""
-    if runs is None or runs.empty or "run_id" not in runs:
+    if runs is None or runs.empty:
         return None
-    best = best_config(config_table(runs))
+    table = config_table(runs)
+    best = best_config(table)
     if best is None:
         return None
-    return runs[runs["run_id"].map(config_id) == best["config_id"]]
+    return runs[[config_id(rid) == best["config_id"] for rid in _ids(runs)]]
+
+
+def _ids(runs: pd.DataFrame) -> list[str]:
+    """The runs' ids; a hand-made table without them names each run by its axes."""
+    axes = [a for a in CONFIG_AXES if a in runs]
+    if "run_id" in runs:
+        return [str(r) for r in runs["run_id"]]
+    return ["-".join(str(r[a]) for a in axes) + f"-s{r.get('seed', 0)}"
+            for r in runs.to_dict("records")]
 
 
 def no_best_reason(configs: pd.DataFrame) -> str:
