@@ -336,21 +336,34 @@ def _row(**kw):
     return {**base, **kw}
 
 
-def test_hints_follow_the_numbers():
-    assert hint(_row(verdict="overfit", best_epoch=7, gap_acc=0.2)) == \
-        "val loss bottomed at epoch 7 of 30: stop earlier (--stopper patience) or augment"
+def test_hints_follow_the_numbers_and_never_contradict_the_run():
+    assert hint(_row(verdict="overfit", cause="gl", best_epoch=7, gap_acc=0.2)) == (
+        'val loss bottomed at epoch 7 of 30: stop earlier (--stopper '
+        '"patience(patience=5,restore_best=True)") or augment (--augment flip+crop)')
     assert "augment" in hint(_row(verdict="overfit", best_epoch=30, gap_acc=0.2))
+    # a run whose stopper stopped and restored is never told to stop earlier
+    kept = hint(_row(verdict="overfit", cause="gap", best_epoch=7, restored_epoch=7,
+                     stopped_by="stopper", stopper="patience", tested_gap_acc=0.08))
+    assert "stop earlier" not in kept and "kept (7" in kept
     assert hint(_row(verdict="diverged", lr=1.0, epochs_run=2, train_loss=math.inf)) == \
-        "diverged at lr 1 in epoch 2 (train loss ∞): lower the LR (lr 0.1 did best)"
+        "diverged at lr 1 in epoch 2 (train loss ∞): the LR is too large: lower the LR " \
+        "(lr 0.1 did best): --lr 0.1"
     # blown up inside the epoch: the clean epoch loss looks tame, the batch loss does not
     assert hint(_row(verdict="diverged", lr=1.0, epochs_run=1, train_loss=2.42,
                      peak_loss=87.0)).startswith(
-        "diverged at lr 1 in epoch 1 (a mini-batch loss reached 87): lower the LR")
-    assert hint(_row(verdict="underfit", lr=1e-4, best_train_acc=0.19, epochs_run=40)) == \
-        "train acc 0.190 after 40 epochs at lr 0.0001: raise the LR (lr 0.1 did best) or " \
-        "train longer"
-    assert "lower the LR" in hint(_row(verdict="underfit", lr=1.0))
-    assert "train longer" in hint(_row(verdict="underfit", lr=0.1))
+        "diverged at lr 1 in epoch 1 (a mini-batch loss reached 87)")
+    assert hint(_row(verdict="underfit", cause="stuck", lr=1e-4, best_train_acc=0.19,
+                     epochs_run=40)) == \
+        "train acc 0.190 after 40 epochs at lr 0.0001: barely moved from chance: raise the " \
+        "LR (lr 0.1 did best): --lr 0.1"
+    assert "lower the LR" in hint(_row(verdict="underfit", cause="stuck", lr=1.0))
+    longer = hint(_row(verdict="underfit", cause="still_improving", lr=0.1, epochs=30))
+    assert "train longer (--epochs 60)" in longer and "raise the LR" not in longer
+    # a run that already used one-cycle is not told to try it
+    assert "onecycle" not in hint(_row(verdict="unstable", cause="spikes", lr=1.0,
+                                       schedule="onecycle"))
+    assert "onecycle" in hint(_row(verdict="unstable", cause="rising", lr=1.0,
+                                   schedule="constant"))
 
 
 def test_the_hints_best_lr_is_the_summarys_best_configuration_ties_included():

@@ -74,6 +74,7 @@ def render(runs: pd.DataFrame, history: pd.DataFrame, manifest: dict[str, Any],
     context = {
         "name": sw.name, "n_runs": len(sw.runs), "counts": analysis.counts(sw),
         "best": best, "next_steps": analysis.next_steps(sw, best),
+        "no_best": analysis.no_best(sw),
         "fixed": [(a, analysis.fmt(v, "lr") if a == "lr" else str(v))
                   for a, v in sw.fixed.items()],
         "settings": analysis.settings(sw), "environment": analysis.environment(sw),

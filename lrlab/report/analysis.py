@@ -21,7 +21,7 @@ CONFIG_AXES = tuple(a for a in AXES if a != "seed")
 NUMBERS = ["epochs_run", "best_epoch", "restored_epoch", "train_loss", "train_acc",
            "val_loss", "val_acc", "best_train_loss", "best_train_acc", "best_val_loss",
            "best_val_acc", "test_loss", "test_acc", "gap_loss", "gap_acc", "gl", "wall_s"]
-FLAGGED = ("overfit", "diverged", "underfit", "error")  # the order of the flagged table
+FLAGGED = ("overfit", "unstable", "diverged", "underfit", "error")  # the flagged table's order
 
 
 @dataclass
@@ -60,7 +60,7 @@ def view(runs: pd.DataFrame, history: pd.DataFrame, manifest: dict[str, Any],
     runs = runs.copy().reset_index(drop=True)
     for col in NUMBERS + ["lr"]:
         runs[col] = pd.to_numeric(runs[col], errors="coerce") if col in runs else math.nan
-    for col in ("run_id", "verdict", "flags", "stopped_by", "error"):
+    for col in ("run_id", "verdict", "cause", "flags", "stopped_by", "error"):
         runs[col] = runs[col].fillna("").astype(str) if col in runs else ""
     runs.loc[~runs["verdict"].isin(VERDICTS), "verdict"] = "error"
     axes = [a for a in AXES if a in runs]
@@ -228,32 +228,61 @@ def environment(sw: SweepView) -> list[tuple[str, str]]:
 # -- flagged runs and hints ---------------------------------------------------------------
 
 
+def no_best(sw: SweepView) -> str:
+    """Why no configuration is named best (:func:`lrlab.configs.no_best_reason`)."""
+    from lrlab.configs import config_table, no_best_reason
+
+    return no_best_reason(config_table(sw.runs))
+
+
 def hint(row: dict[str, Any]) -> str:
-    """One line saying what to try, from the numbers that flagged the run."""
+    """One line: the cause, the cure, and the next command; never against the run."""
     verdict, lr, best_lr = row["verdict"], row["lr"], row.get("best_lr", math.nan)
+    cause = str(row.get("cause") or "")
     ran = int(row["epochs_run"]) if row["epochs_run"] == row["epochs_run"] else 0
     known = isinstance(best_lr, float) and math.isfinite(best_lr)
     best = f" (lr {fmt(best_lr, 'lr')} did best)" if known and best_lr != lr else ""
+    lower = fmt(best_lr, "lr") if known and best_lr < lr else fmt(lr / 10, "lr")
+    onecycle = str(row.get("schedule", "")).startswith("onecycle")
     if verdict == "error":
         return "the run raised an error: fix it and re-run the sweep (finished runs are kept)"
     if verdict == "diverged":
-        return (f"diverged at lr {fmt(lr, 'lr')} in epoch {ran} ({blowup(row)}): "
-                f"lower the LR{best}")
+        return (f"diverged at lr {fmt(lr, 'lr')} in epoch {ran} ({blowup(row)}): the LR is "
+                f"too large: lower the LR{best}: --lr {lower}")
+    if verdict == "unstable":
+        what = {"spikes": "mini-batch losses spiked", "rising": "the training loss rose back",
+                "collapse": "validation accuracy fell back towards chance"}.get(cause,
+                                                                                "unstable")
+        warm = "" if onecycle else " or warm up (--schedule onecycle)"
+        return (f"{what} at lr {fmt(lr, 'lr')}: the LR is too large to learn steadily; "
+                f"lower the LR{best}{warm}: --lr {lower}")
     if verdict == "underfit":
-        head = f"train acc {fmt(row['best_train_acc'], 'acc')} after {ran} epochs at lr {fmt(lr, 'lr')}"
-        if known and lr < best_lr:
-            return f"{head}: raise the LR{best} or train longer"
+        epochs = int(row["epochs"]) if row.get("epochs") == row.get("epochs") and \
+            row.get("epochs") else ran
+        if cause == "still_improving":
+            return (f"val loss still falling after {ran} epochs: train longer "
+                    f"(--epochs {max(2 * epochs, epochs + 1)})")
+        head = (f"train acc {fmt(row['best_train_acc'], 'acc')} after {ran} epochs at lr "
+                f"{fmt(lr, 'lr')}: barely moved from chance")
         if known and lr > best_lr:
-            return f"{head}: too high to learn steadily, lower the LR{best}"
-        return f"{head}: train longer or use a bigger model"
+            return f"{head}, at a rate too high to learn: lower the LR{best}: --lr {fmt(best_lr, 'lr')}"
+        if known and lr < best_lr:
+            return f"{head}: raise the LR{best}: --lr {fmt(best_lr, 'lr')}"
+        return f"{head}: raise the LR or use a bigger model: --lr {fmt(lr * 10, 'lr')}"
     if verdict == "overfit":
-        cure = "augment" if str(row.get("augment", "none")) in ("none", "") else "regularize more"
-        stop = " (--stopper patience)" if str(row.get("stopper", "")) in ("none", "") else ""
+        cure = "augment (--augment flip+crop)" if str(row.get("augment", "none")) in (
+            "none", "") else "regularize more (dropout, weight decay)"
+        restored = int(row.get("restored_epoch") or 0) > 0
+        if restored:
+            return (f"overfit even at the epoch early stopping kept ({int(row['restored_epoch'])}, "
+                    f"gap {fmt(row.get('tested_gap_acc', row['gap_acc']), 'acc')}): {cure}")
+        stop = " (--stopper \"patience(patience=5,restore_best=True)\")" \
+            if str(row.get("stopper", "")) in ("none", "") else ""
         b = int(row["best_epoch"]) if row["best_epoch"] == row["best_epoch"] else 0
-        if 0 < b < ran:
+        if cause in ("gl", "") and 0 < b < ran:
             return f"val loss bottomed at epoch {b} of {ran}: stop earlier{stop} or {cure}"
-        return (f"train-val acc gap {fmt(row['gap_acc'], 'acc')} after {ran} epochs: "
-                f"{cure}, or use fewer epochs")
+        return (f"train-val acc gap {fmt(row.get('tested_gap_acc', row['gap_acc']), 'acc')} "
+                f"after {ran} epochs: {cure}")
     return ""
 
 
@@ -295,7 +324,15 @@ def next_steps(sw: SweepView, best: dict[str, Any] | None) -> list[str]:
     runs, out = sw.runs, []
     if best is not None:
         out.append(f"Best by validation: {best['label']} — val acc {best['val_acc']}, "
-                   f"test acc {best['test_acc']} (test read for this configuration only).")
+                   f"test acc {best['test_acc']} (every run was scored on the test split; "
+                   f"only this one, chosen on validation, is shown).")
+    else:
+        out.append(f"No configuration learned: {no_best(sw)}.")
+    unstable = runs[runs["verdict"] == "unstable"]
+    if not unstable.empty:
+        out.append(f"{len(unstable)} run(s) unstable, the smallest at lr "
+                   f"{fmt(unstable['lr'].min(), 'lr')}: the LR is too large to learn steadily; "
+                   f"keep below it or warm up.")
     div = runs[runs["verdict"] == "diverged"]
     if not div.empty:
         low = div["lr"].min()
@@ -307,6 +344,10 @@ def next_steps(sw: SweepView, best: dict[str, Any] | None) -> list[str]:
         if not small.empty:
             out.append(f"{len(small)} run(s) underfit at lr ≤ {fmt(small['lr'].max(), 'lr')}: "
                        f"too small to learn in the epochs given; raise the LR or train longer.")
+    longer = runs[(runs["verdict"] == "underfit") & (runs["cause"] == "still_improving")]
+    if not longer.empty:
+        out.append(f"{len(longer)} run(s) were still improving when they ended: train them "
+                   f"longer (--epochs).")
     over = runs[runs["verdict"] == "overfit"]
     if not over.empty:
         text = (f"{len(over)} run(s) overfit (train-val acc gap up to "

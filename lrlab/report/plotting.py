@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullLocator
 
 VERDICT_COLORS = {"ok": "#2e9d4a", "overfit": "#e67e22", "underfit": "#5b7fa6",
-                  "diverged": "#d62728", "error": "#8e44ad"}
+                  "unstable": "#b5179e", "diverged": "#d62728", "error": "#8e44ad"}
 DPI = 100
 MAX_ROWS = 4  # facet rows of a small-multiples figure
 MAX_COLS = 6  # facet columns
