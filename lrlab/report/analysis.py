@@ -350,8 +350,9 @@ def next_steps(sw: SweepView, best: dict[str, Any] | None) -> list[str]:
                    f"longer (--epochs).")
     over = runs[runs["verdict"] == "overfit"]
     if not over.empty:
-        text = (f"{len(over)} run(s) overfit (train-val acc gap up to "
-                f"{fmt(over['gap_acc'].max(), 'acc')}).")
+        gl = int((over["cause"] == "gl").sum()) if "cause" in over else 0
+        text = (f"{len(over)} run(s) overfit ({gl} by GL, the val loss risen past its "
+                f"minimum; {len(over) - gl} by the train-val gap).")
         effect = augment_effect(sw)
         if effect:
             text += " " + effect
