@@ -377,3 +377,13 @@ def test_the_hints_best_lr_is_the_summarys_best_configuration_ties_included():
         "tested_val_acc": [0.95, 0.95, 0.5], "tested_val_loss": [0.30, 0.20, 2.0]})
     assert float(best_configuration(runs)["lr"].iloc[0]) == 0.1
     assert list(_peer_best_lr(runs, ["model"])) == [0.1, 0.1, 0.1]
+
+
+def test_the_overfitting_map_marks_which_rule_made_a_cell_overfit():
+    import pandas as pd
+
+    from lrlab.report.fig_fit import _rule
+
+    cell = pd.DataFrame({"verdict": ["overfit", "overfit", "ok"], "cause": ["gl", "gap", ""]})
+    assert _rule(cell) == " (GL) (gap)"
+    assert _rule(cell.iloc[[2]]) == ""

@@ -35,6 +35,14 @@ def _cell_verdict(verdicts: pd.Series) -> str:
     return top if c[top] == len(verdicts) else f"{top} {c[top]}/{len(verdicts)}"
 
 
+def _rule(cell: pd.DataFrame) -> str:
+    """Which overfit rule fired in a cell: `` (GL)`` or `` (gap)``, else nothing."""
+    if "cause" not in cell:
+        return ""
+    causes = set(cell.loc[cell["verdict"] == "overfit", "cause"].astype(str))
+    return "".join(f" ({c if c == 'gap' else 'GL'})" for c in sorted(causes & {"gap", "gl"}))
+
+
 def gap_heatmap(sw: SweepView) -> ReportFigure:
     """Mean train-val accuracy gap per LR x (epochs | augmentation | ...), verdicts written in."""
     key, title = "gap-heatmap", "Overfitting map: generalization gap by learning rate"
@@ -51,10 +59,13 @@ def gap_heatmap(sw: SweepView) -> ReportFigure:
             cell = runs[(runs["lr"] == lr) & ((runs[row_axis] == rv) if row_axis else True)]
             if cell.empty:
                 continue
-            learned = cell.loc[cell["verdict"].isin(LEARNED), "gap_acc"].dropna()
+            # the gap of the kept weights: the number the overfit verdict is judged on
+            col = "tested_gap_acc" if "tested_gap_acc" in cell else "gap_acc"
+            learned = pd.to_numeric(cell.loc[cell["verdict"].isin(LEARNED), col],
+                                    errors="coerce").dropna()
             gap[i, j] = learned.mean() if not learned.empty else np.nan
             num = f"{gap[i, j]:+.2f}\n" if not learned.empty else ""
-            notes[i][j] = num + _cell_verdict(cell["verdict"])
+            notes[i][j] = num + _cell_verdict(cell["verdict"]) + _rule(cell)
     limit = max(np.nanmax(np.abs(gap)) if np.isfinite(gap).any() else 0.0,
                 2 * sw.thresholds.get("overfit_gap_acc", 0.05))
     frame = pd.DataFrame(gap, index=[text(r) if row_axis else "all runs" for r in rows],
@@ -77,9 +88,13 @@ def gap_heatmap(sw: SweepView) -> ReportFigure:
     ax.tick_params(axis="y", rotation=0)
     th = sw.thresholds.get("overfit_gap_acc", 0.05)
     caption = ("Each cell is one learning rate" + (f" and {row_axis}" if row_axis else "")
-               + ": its colour is the mean gap between training and validation accuracy at the "
-               f"last epoch (red = training far better than validation, i.e. overfitting; the "
-               f"verdict threshold is {th:g}); the text gives that gap and the cell's verdict. "
+               + ": its colour is the mean gap between training and validation accuracy of the "
+               f"weights each run kept (the restored epoch, else the last; red = training far "
+               f"better than validation, i.e. overfitting; the gap threshold is {th:g}); the "
+               f"text gives that gap, the cell's verdict and, for overfit, which rule fired: "
+               f"(gap) the accuracy gap, or (GL) the validation loss risen past its minimum "
+               f"by more than {sw.thresholds.get('overfit_gl', 25):g}%, which the colour does "
+               f"not show. "
                "Grey cells had no learning run (diverged or error)."
                + capped("learning rates", len(lrs), len(all_lrs))
                + (capped(f"values of {row_axis}", len(rows), len(all_rows)) if row_axis else ""))
