@@ -385,5 +385,5 @@ def test_the_overfitting_map_marks_which_rule_made_a_cell_overfit():
     from lrlab.report.fig_fit import _rule
 
     cell = pd.DataFrame({"verdict": ["overfit", "overfit", "ok"], "cause": ["gl", "gap", ""]})
-    assert _rule(cell) == " (GL) (gap)"
+    assert _rule(cell) == " (gap) (GL)"
     assert _rule(cell.iloc[[2]]) == ""
