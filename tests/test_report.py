@@ -387,3 +387,15 @@ def test_the_overfitting_map_marks_which_rule_made_a_cell_overfit():
     cell = pd.DataFrame({"verdict": ["overfit", "overfit", "ok"], "cause": ["gl", "gap", ""]})
     assert _rule(cell) == " (gap) (GL)"
     assert _rule(cell.iloc[[2]]) == ""
+
+
+def test_learning_curve_panels_never_drop_runs_silently():
+    from lrlab.report.analysis import view
+    from lrlab.report.fig_lr import learning_curves
+    from lrlab.report.synthetic import synthetic_tables
+
+    # --epochs 1,3,10,30,100: five runs per (lr, augment) panel, one more than it draws
+    runs, history = synthetic_tables(lrs=[0.01, 0.1], augments=["none"],
+                                     epochs=[1, 3, 10, 30, 100])
+    figure = learning_curves(view(runs, history, {}, "t"))
+    assert "2 run(s) are not drawn" in figure.caption

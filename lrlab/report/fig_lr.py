@@ -147,11 +147,17 @@ def learning_curves(sw: SweepView) -> ReportFigure:
     axes = fig.subplots(len(augs), len(lrs), squeeze=False, sharex=True, sharey=True)
     losses, start = [], []
     stopped = False
+    hidden = 0  # runs left out of full panels
     for i, aug in enumerate(augs):
         for j, lr in enumerate(lrs):
             ax = axes[i][j]
             cell = runs[(runs["lr"] == lr) & ((runs["augment"] == aug) if aug is not None else True)]
-            cell = cell.head(4)
+            left_out = max(0, len(cell) - PANEL_RUNS)
+            cell = cell.head(PANEL_RUNS)
+            if left_out:  # never silently: the panel and the caption say so
+                hidden += left_out
+                ax.text(0.98, 0.98, f"+{left_out} run(s) not drawn", ha="right", va="top",
+                        transform=ax.transAxes, fontsize=7, color="#444")
             for r in cell.to_dict("records"):
                 h = hist.get(r["run_id"])
                 if h is None or h.empty:
@@ -204,10 +210,16 @@ def learning_curves(sw: SweepView) -> ReportFigure:
                + ("; dotted verticals mark where early stopping ended the run" if stopped else "")
                + "." + (" Lines in one panel differ in " + ", ".join(extra) + "." if extra else "")
                + (" One seed per configuration is drawn." if sw.seeds > 1 else "")
+               + (f" {hidden} run(s) are not drawn: a panel shows at most {PANEL_RUNS} runs and "
+                  f"says how many it left out; the all-runs table has every one." if hidden
+                  else "")
                + capped("learning rates", len(lrs), len(all_lrs))
                + capped("augmentations", len(augs), len(all_augs)))
     return shown(key, title, caption, fig, "training and validation loss curves")
 
+
+# at most this many runs drawn in one learning-curve panel (more lines are unreadable)
+PANEL_RUNS = 4
 
 # at most this many points per schedule line (a long run has tens of thousands of steps)
 MAX_POINTS = 2000
