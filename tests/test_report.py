@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 
 import matplotlib
@@ -332,22 +333,26 @@ def test_missing_results_is_a_usage_error(tmp_path):
 def _row(**kw):
     base = {"verdict": "ok", "lr": 0.1, "best_lr": 0.1, "epochs_run": 30, "epochs": 30,
             "best_epoch": 30, "train_loss": 0.1, "best_train_acc": 0.9, "gap_acc": 0.0,
-            "augment": "none", "stopper": "none"}
+            "augment": "none", "stopper": "none", "model": "mlp"}
     return {**base, **kw}
 
 
 def test_hints_follow_the_numbers_and_never_contradict_the_run():
     assert hint(_row(verdict="overfit", cause="gl", best_epoch=7, gap_acc=0.2)) == (
-        'val loss bottomed at epoch 7 of 30: stop earlier (--stopper '
-        '"patience(patience=5,restore_best=True)") or augment (--augment flip+crop)')
+        "val loss bottomed at epoch 7 of 30: stop earlier (early stopping) or augment; next: "
+        "lrlab sweep --model mlp --stopper 'patience(patience=5,restore_best=True)' --lr 0.1 "
+        "--epochs 30")
     assert "augment" in hint(_row(verdict="overfit", best_epoch=30, gap_acc=0.2))
     # a run whose stopper stopped and restored is never told to stop earlier
     kept = hint(_row(verdict="overfit", cause="gap", best_epoch=7, restored_epoch=7,
                      stopped_by="stopper", stopper="patience", tested_gap_acc=0.08))
     assert "stop earlier" not in kept and "kept (7" in kept
     assert hint(_row(verdict="diverged", lr=1.0, epochs_run=2, train_loss=math.inf)) == \
-        "diverged at lr 1 in epoch 2 (train loss ∞): the LR is too large: lower the LR " \
-        "(lr 0.1 did best): --lr 0.1"
+        "diverged at lr 1 in epoch 2 (train loss ∞): the LR is too large: lower the LR by a " \
+        "decade (lr 0.1 did best); next: lrlab sweep --model mlp --lr 0.1 --epochs 30"
+    # no best LR known: a decade below
+    assert hint(_row(verdict="diverged", lr=3.0, best_lr=math.nan)).endswith(
+        "next: lrlab sweep --model mlp --lr 0.3 --epochs 30")
     # blown up inside the epoch: the clean epoch loss looks tame, the batch loss does not
     assert hint(_row(verdict="diverged", lr=1.0, epochs_run=1, train_loss=2.42,
                      peak_loss=87.0)).startswith(
@@ -355,15 +360,35 @@ def test_hints_follow_the_numbers_and_never_contradict_the_run():
     assert hint(_row(verdict="underfit", cause="stuck", lr=1e-4, best_train_acc=0.19,
                      epochs_run=40)) == \
         "train acc 0.190 after 40 epochs at lr 0.0001: barely moved from chance: raise the " \
-        "LR (lr 0.1 did best): --lr 0.1"
+        "LR (lr 0.1 did best); next: lrlab sweep --model mlp --lr 0.1 --epochs 30"
+    # stuck at the best LR already: not "raise the LR", a bigger model
+    at_best = hint(_row(verdict="underfit", cause="stuck", lr=0.1, best_lr=0.1))
+    assert "raise the LR" not in at_best and "bigger model" in at_best
+    assert at_best.endswith("--model 'mlp(width=512),cnn' --lr 0.1 --epochs 30")
     assert "lower the LR" in hint(_row(verdict="underfit", cause="stuck", lr=1.0))
     longer = hint(_row(verdict="underfit", cause="still_improving", lr=0.1, epochs=30))
     assert "train longer (--epochs 60)" in longer and "raise the LR" not in longer
+    assert longer.endswith("next: lrlab sweep --model mlp --lr 0.1 --epochs 60")
     # a run that already used one-cycle is not told to try it
-    assert "onecycle" not in hint(_row(verdict="unstable", cause="spikes", lr=1.0,
-                                       schedule="onecycle"))
+    warm = hint(_row(verdict="unstable", cause="spikes", lr=1.0, schedule="onecycle"))
+    assert "warm up" not in warm and "--schedule onecycle " in warm  # its own schedule kept
+    assert "lower the LR" in warm and "--lr 0.1,0.33" in warm
     assert "onecycle" in hint(_row(verdict="unstable", cause="rising", lr=1.0,
                                    schedule="constant"))
+
+
+def test_every_hint_ends_with_a_next_command():
+    for kw in (dict(verdict="diverged", lr=1.0), dict(verdict="unstable", cause="rising"),
+               dict(verdict="underfit", cause="stuck", lr=1e-3),
+               dict(verdict="underfit", cause="still_improving"),
+               dict(verdict="overfit", cause="gap"), dict(verdict="overfit", cause="gap",
+                                                          augment="noise"),
+               dict(verdict="overfit", cause="gl", best_epoch=7, restored_epoch=7,
+                    stopped_by="stopper", stopper="patience")):
+        text = hint(_row(model="mlp", **kw))
+        assert "; next: lrlab sweep --model " in text, text
+        assert " --lr " in text.rsplit("; next: ", 1)[1]
+        assert re.search(r" --epochs \d+$", text), text  # the command is the last thing
 
 
 def test_the_hints_best_lr_is_the_summarys_best_configuration_ties_included():
@@ -399,3 +424,100 @@ def test_learning_curve_panels_never_drop_runs_silently():
                                      epochs=[1, 3, 10, 30, 100])
     figure = learning_curves(view(runs, history, {}, "t"))
     assert "2 run(s) are not drawn" in figure.caption
+
+
+def _captured(monkeypatch, module):
+    """Run a figure builder and keep the matplotlib Figure it drew."""
+    drawn = {}
+    real = module.shown
+
+    def keep(key, title, caption, fig, alt):
+        drawn["fig"] = fig
+        return real(key, title, caption, fig, alt)
+
+    monkeypatch.setattr(module, "shown", keep)
+    return drawn
+
+
+def _two_losses():
+    """A synthetic sweep with a second loss function (mse, losses on another scale)."""
+    import pandas as pd
+
+    runs, history = synthetic_tables(lrs=[0.01, 0.1], augments=["none"], epochs=[5, 10])
+    mse, mse_h = runs.copy(), history.copy()
+    mse["loss"], mse["run_id"] = "mse", mse["run_id"] + "-mse"
+    mse_h["run_id"] = mse_h["run_id"] + "-mse"
+    for col in ("train_loss", "val_loss", "max_batch_loss", "batch_loss"):
+        mse_h[col] = mse_h[col] / 50
+    for col in ("train_loss", "val_loss", "best_val_loss", "best_train_loss"):
+        mse[col] = mse[col] / 50
+    return (pd.concat([runs, mse], ignore_index=True),
+            pd.concat([history, mse_h], ignore_index=True))
+
+
+def test_learning_curves_panel_with_several_lines_has_a_legend(monkeypatch):
+    from lrlab.report import fig_lr
+    from lrlab.report.analysis import view
+
+    runs, history = synthetic_tables(lrs=[0.01, 0.1], augments=["none"], epochs=[5, 10])
+    drawn = _captured(monkeypatch, fig_lr)
+    figure = fig_lr.learning_curves(view(runs, history, {}, "t"))
+    panels = [ax for ax in drawn["fig"].axes if ax.get_title().startswith("lr ")]
+    assert len(panels) == 2
+    for ax in panels:  # two runs (epochs 5 and 10) per panel, told apart by a legend
+        legend = ax.get_legend()
+        assert legend is not None
+        assert sorted(t.get_text() for t in legend.get_texts()) == ["epochs 10", "epochs 5"]
+    assert "Lines in one panel differ in epochs" in figure.caption
+
+
+def test_losses_of_different_loss_functions_are_never_pooled(monkeypatch):
+    from lrlab.report import fig_lr
+    from lrlab.report.analysis import view
+
+    runs, history = _two_losses()
+    sw = view(runs, history, {}, "t")
+    assert "loss" in sw.varying
+    drawn = _captured(monkeypatch, fig_lr)
+    curves = fig_lr.learning_curves(sw)
+    panels = [ax for ax in drawn["fig"].axes if ax.get_title().startswith("lr ")]
+    by_loss = {name: [ax for ax in panels if ax.get_title().endswith(name)]
+               for name in ("cross_entropy", "mse")}
+    assert all(len(axs) == 2 for axs in by_loss.values())  # a row of panels per loss
+    ce, mse = by_loss["cross_entropy"][0], by_loss["mse"][0]
+    assert not ce.get_shared_y_axes().joined(ce, mse)  # each loss has its own y axis
+    assert ce.get_ylim() != mse.get_ylim()
+    assert "loss function" in curves.caption
+    fig_lr.lr_sensitivity(sw)
+    titles = [ax.get_title() for ax in drawn["fig"].axes]
+    assert "loss · loss cross_entropy" in titles and "loss · loss mse" in titles
+
+
+def test_per_configuration_table_when_a_configuration_has_several_seeds(tmp_path):
+    from lrlab.configs import config_table
+
+    folder = write_synthetic(tmp_path / "seeds", lrs=[1e-3, 0.1, 10.0], augments=("none",),
+                             epochs=(8,), seeds=3)
+    dom = parse(write_report(folder, plugins=load_plugins(use_entry_points=False)))
+    rows = table_rows(dom, "configs-table")
+    runs, _, _ = load_results(folder)
+    table = config_table(runs).set_index("config_id")
+    assert len(rows) == len(table) == 3
+    headers = [th.text() for th in dom.find("table", id="configs-table").iter("th")]
+    for v in lrlab.verdicts.VERDICTS:
+        assert v in headers
+    for row in rows:
+        c = table.loc[row.attrs["data-config"]]
+        text = cells(row)
+        assert row.attrs["data-verdict"] == c["verdict"]
+        assert text[2] == "3"
+        counts = [int(text[3 + i]) for i in range(len(lrlab.verdicts.VERDICTS))]
+        assert counts == [int(c[f"n_{v}"]) for v in lrlab.verdicts.VERDICTS]
+        assert sum(counts) == 3
+        if math.isfinite(c["val_acc_mean"]):
+            assert text[-3].startswith(f"{c['val_acc_mean']:.3f} ± ")
+    # one seed: no such table (it would repeat the all-runs table)
+    single = write_synthetic(tmp_path / "one", lrs=[1e-3, 0.1], augments=("none",),
+                             epochs=(8,))
+    dom = parse(write_report(single, plugins=load_plugins(use_entry_points=False)))
+    assert dom.find("table", id="configs-table") is None

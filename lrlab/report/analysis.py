@@ -8,6 +8,7 @@ figures (:mod:`lrlab.report.fig_lr`, :mod:`lrlab.report.fig_fit`) and the page (
 from __future__ import annotations
 
 import math
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -235,6 +236,34 @@ def no_best(sw: SweepView) -> str:
     return no_best_reason(config_table(sw.runs))
 
 
+def command(row: dict[str, Any], **flags: str) -> str:
+    """``lrlab sweep --model mlp --augment none --lr 0.01,0.03 --epochs 30``: the run's
+    configuration with ``flags`` changed, the next sweep to run (values shell-quoted)."""
+    axes = {"dataset": row.get("dataset"), "model": row.get("model"),
+            "loss": row.get("loss"), "optimizer": row.get("optimizer"),
+            "schedule": row.get("schedule"), "augment": row.get("augment"),
+            "stopper": row.get("stopper"), "lr": fmt(row.get("lr"), "lr"),
+            "epochs": fmt(row.get("epochs"), "int")}
+    axes.update(flags)
+    parts = ["lrlab sweep"]
+    for name, value in axes.items():
+        if value is None or value == "" or value == "—" or (
+                name not in flags and name not in ("dataset", "model", "lr", "epochs")):
+            continue
+        parts.append(f"--{name.replace('_', '-')} {shlex.quote(str(value))}")
+    return " ".join(parts)
+
+
+def _lrs(*values: float) -> str:
+    """``0.01,0.03``: distinct learning rates, rounded to two significant digits."""
+    out = []
+    for v in values:
+        text = fmt(float(f"{v:.2g}"), "lr")
+        if text not in out:
+            out.append(text)
+    return ",".join(out)
+
+
 def hint(row: dict[str, Any]) -> str:
     """One line: the cause, the cure, and the next command; never against the run."""
     verdict, lr, best_lr = row["verdict"], row["lr"], row.get("best_lr", math.nan)
@@ -242,48 +271,87 @@ def hint(row: dict[str, Any]) -> str:
     ran = int(row["epochs_run"]) if row["epochs_run"] == row["epochs_run"] else 0
     known = isinstance(best_lr, float) and math.isfinite(best_lr)
     best = f" (lr {fmt(best_lr, 'lr')} did best)" if known and best_lr != lr else ""
-    lower = fmt(best_lr, "lr") if known and best_lr < lr else fmt(lr / 10, "lr")
-    onecycle = str(row.get("schedule", "")).startswith("onecycle")
+    lower = _lrs(best_lr) if known and best_lr < lr else _lrs(lr / 10)
+    schedule = str(row.get("schedule", "") or "")
+    onecycle = schedule.startswith("onecycle")
+    nxt = "; next: "
     if verdict == "error":
         return "the run raised an error: fix it and re-run the sweep (finished runs are kept)"
     if verdict == "diverged":
         return (f"diverged at lr {fmt(lr, 'lr')} in epoch {ran} ({blowup(row)}): the LR is "
-                f"too large: lower the LR{best}: --lr {lower}")
+                f"too large: lower the LR by a decade{best}{nxt}{command(row, lr=lower)}")
     if verdict == "unstable":
         what = {"spikes": "mini-batch losses spiked", "rising": "the training loss rose back",
                 "collapse": "validation accuracy fell back towards chance"}.get(cause,
                                                                                 "unstable")
-        warm = "" if onecycle else " or warm up (--schedule onecycle)"
+        if onecycle:  # it already warms up: only a lower rate is left to try
+            return (f"{what} at lr {fmt(lr, 'lr')} even with a warm-up ({schedule}): the LR is "
+                    f"too large to learn steadily; lower the LR{best}"
+                    f"{nxt}{command(row, lr=_lrs(lr / 10, lr / 3), schedule=schedule)}")
         return (f"{what} at lr {fmt(lr, 'lr')}: the LR is too large to learn steadily; "
-                f"lower the LR{best}{warm}: --lr {lower}")
+                f"lower the LR{best} or warm up (--schedule onecycle)"
+                f"{nxt}{command(row, lr=_lrs(lr / 10, lr / 3), schedule=f'{schedule},onecycle' if schedule else 'onecycle')}")
     if verdict == "underfit":
         epochs = int(row["epochs"]) if row.get("epochs") == row.get("epochs") and \
             row.get("epochs") else ran
         if cause == "still_improving":
+            more = max(2 * epochs, epochs + 1)
             return (f"val loss still falling after {ran} epochs: train longer "
-                    f"(--epochs {max(2 * epochs, epochs + 1)})")
+                    f"(--epochs {more}){nxt}{command(row, epochs=str(more))}")
         head = (f"train acc {fmt(row['best_train_acc'], 'acc')} after {ran} epochs at lr "
                 f"{fmt(lr, 'lr')}: barely moved from chance")
         if known and lr > best_lr:
-            return f"{head}, at a rate too high to learn: lower the LR{best}: --lr {fmt(best_lr, 'lr')}"
+            return (f"{head}, at a rate too high to learn: lower the LR{best}"
+                    f"{nxt}{command(row, lr=_lrs(best_lr))}")
         if known and lr < best_lr:
-            return f"{head}: raise the LR{best}: --lr {fmt(best_lr, 'lr')}"
-        return f"{head}: raise the LR or use a bigger model: --lr {fmt(lr * 10, 'lr')}"
+            return f"{head}: raise the LR{best}{nxt}{command(row, lr=_lrs(best_lr))}"
+        if known:  # the best rate already: more capacity, not another rate
+            return (f"{head}, at the best LR: use a bigger model"
+                    f"{nxt}{command(row, model=_bigger(row))}")
+        return (f"{head}: raise the LR or use a bigger model"
+                f"{nxt}{command(row, lr=_lrs(lr * 3, lr * 10))}")
     if verdict == "overfit":
-        cure = "augment (--augment flip+crop)" if str(row.get("augment", "none")) in (
-            "none", "") else "regularize more (dropout, weight decay)"
+        plain = str(row.get("augment", "none")) in ("none", "")
+        cure = "augment" if plain else "regularize more (dropout, weight decay)"
+        fix = command(row, augment="none,noise") if plain else \
+            command(row, model=_regularized(row))
+        gap = fmt(row.get("tested_gap_acc", row["gap_acc"]), "acc")
+        rule = "GL" if cause == "gl" else "gap"
         restored = int(row.get("restored_epoch") or 0) > 0
-        if restored:
+        if restored:  # the stopper already stopped and restored: stopping earlier is moot
             return (f"overfit even at the epoch early stopping kept ({int(row['restored_epoch'])}, "
-                    f"gap {fmt(row.get('tested_gap_acc', row['gap_acc']), 'acc')}): {cure}")
-        stop = " (--stopper \"patience(patience=5,restore_best=True)\")" \
-            if str(row.get("stopper", "")) in ("none", "") else ""
+                    f"gap {gap}, by {rule}): {'augment or regularize' if plain else cure}"
+                    f"{nxt}{fix}")
+        no_stopper = str(row.get("stopper", "")) in ("none", "")
         b = int(row["best_epoch"]) if row["best_epoch"] == row["best_epoch"] else 0
         if cause in ("gl", "") and 0 < b < ran:
-            return f"val loss bottomed at epoch {b} of {ran}: stop earlier{stop} or {cure}"
-        return (f"train-val acc gap {fmt(row.get('tested_gap_acc', row['gap_acc']), 'acc')} "
-                f"after {ran} epochs: {cure}")
+            stop = command(row, stopper="patience(patience=5,restore_best=True)")
+            return (f"val loss bottomed at epoch {b} of {ran}: "
+                    f"{'stop earlier (early stopping)' if no_stopper else 'stop earlier'} or "
+                    f"{cure}{nxt}{stop if no_stopper else fix}")
+        return f"train-val acc gap {gap} after {ran} epochs: {cure}{nxt}{fix}"
     return ""
+
+
+def _bigger(row: dict[str, Any]) -> str:
+    """A model with more capacity than the run's (a wider MLP, a CNN, more channels)."""
+    model = str(row.get("model") or "mlp")
+    if model.startswith("mlp"):
+        return "mlp(width=512),cnn"
+    if model.startswith("cnn"):
+        return "cnn(channels=64)"
+    if model.startswith("linear"):
+        return "mlp"
+    return model
+
+
+def _regularized(row: dict[str, Any]) -> str:
+    """The run's model with dropout (where the built-in model takes it)."""
+    model = str(row.get("model") or "mlp")
+    for name in ("mlp", "cnn"):
+        if model == name or model.startswith(name + "("):
+            return f"{name}(dropout=0.3)"
+    return model
 
 
 def blowup(row: dict[str, Any]) -> str:
@@ -432,3 +500,42 @@ def _num(x: Any) -> float | str:
     except (TypeError, ValueError):
         return ""
     return "" if math.isnan(v) else v
+
+
+# -- per configuration --------------------------------------------------------------------
+
+
+def per_config(sw: SweepView) -> list[dict[str, Any]]:
+    """One row per configuration (:func:`lrlab.configs.config_table`) when any has more
+    than one seed, else ``[]``: its verdict, the count of each verdict, and the mean ± sd
+    of the kept weights' val acc, gap and GL over its seeds."""
+    from lrlab.configs import config_table
+
+    table = config_table(sw.runs)
+    if table.empty or "n" not in table or not (table["n"] > 1).any():
+        return []
+
+    def spread(r: dict[str, Any], name: str, kind: str) -> str:
+        mean, sd = r.get(f"{name}_mean", math.nan), r.get(f"{name}_std", math.nan)
+        text = fmt(mean, kind)
+        return f"{text} ± {fmt(sd, 'acc' if kind == 'gap' else kind)}" \
+            if isinstance(sd, float) and math.isfinite(sd) else text
+
+    label = {cid: cfg for cid, cfg in zip(sw.runs["run_id"].map(_config_id),
+                                          sw.runs["config"], strict=True)}
+    rows = []
+    for r in table.sort_values("val_acc_mean", ascending=False, na_position="last",
+                               kind="stable").to_dict("records"):
+        rows.append({"config": label.get(r["config_id"], r["config_id"]),
+                     "config_id": r["config_id"], "verdict": r["verdict"],
+                     "cause": str(r.get("cause") or ""), "n": int(r["n"]),
+                     "counts": [int(r.get(f"n_{v}", 0) or 0) for v in VERDICTS],
+                     "val_acc": spread(r, "val_acc", "acc"), "gap": spread(r, "gap_acc", "gap"),
+                     "gl": spread(r, "gl", "pct")})
+    return rows
+
+
+def _config_id(run_id: str) -> str:
+    from lrlab.configs import config_id
+
+    return config_id(run_id)

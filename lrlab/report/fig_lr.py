@@ -70,7 +70,8 @@ def lr_sensitivity(sw: SweepView) -> ReportFigure:
     if runs["lr"].nunique() < 2:
         return absent(key, title, "the sweep has a single learning rate; give several "
                                   "(e.g. --lr 0.001,0.01,0.1) to see how the LR matters.")
-    facet = facet_axis(sw, exclude=("lr", "augment"))
+    # different loss functions are never pooled on one axis or one band: facet by loss
+    facet = "loss" if "loss" in sw.varying else facet_axis(sw, exclude=("lr", "augment"))
     all_vals = sw.values(facet) if facet else [None]
     facets = all_vals[:MAX_ROWS]
     parts = []
@@ -90,6 +91,8 @@ def lr_sensitivity(sw: SweepView) -> ReportFigure:
     for i, fv in enumerate(facets):
         sub = long if fv is None else long[long["facet"] == fv]
         in_facet = runs if fv is None else runs[runs[facet] == fv]
+        cap = 3 * max(finite(in_facet.loc[in_facet["verdict"] != "diverged", "train_loss"])
+                      or [loss_cap / 3])
         for j, metric in enumerate(("loss", "accuracy")):
             ax = axes[i][j]
             data = sub[sub["metric"] == metric]
@@ -102,8 +105,8 @@ def lr_sensitivity(sw: SweepView) -> ReportFigure:
             if metric == "loss":
                 log_y(ax)
                 top = max(finite(data["value"]) or [1.0])
-                if top > loss_cap:
-                    ax.set_ylim(top=loss_cap)
+                if top > cap:
+                    ax.set_ylim(top=cap)
                 ax.set_ylabel("loss (log scale)")
             else:
                 ax.set_ylim(-0.02, 1.02)
@@ -138,36 +141,52 @@ def learning_curves(sw: SweepView) -> ReportFigure:
     all_lrs = sw.values("lr")
     lrs = pick(all_lrs, MAX_COLS, keep=best_lr)
     all_augs = sw.values("augment") if "augment" in runs else [None]
-    augs = all_augs[:MAX_ROWS]
+    # losses of different loss functions are never pooled: one row (own y axis) per loss
+    all_loss = sw.values("loss") if "loss" in sw.varying else [None]
+    all_rows = [(lo, au) for lo in all_loss for au in all_augs]
+    row_keys = all_rows[:MAX_ROWS]
+    augs = row_keys  # one row of panels per (loss, augmentation)
     hist = {rid: h for rid, h in sw.history.groupby("run_id", sort=False)}
     width, height = min(12.0, max(9.0, 1.2 + 1.9 * len(lrs))), 1.5 + 1.9 * len(augs)
     fig = new_figure(width, height, constrained=False)  # a plain grid: placed by hand
     fig.subplots_adjust(left=0.85 / width, right=1 - 0.15 / width, bottom=0.65 / height,
                         top=1 - 0.85 / height, wspace=0.1, hspace=0.3)
-    axes = fig.subplots(len(augs), len(lrs), squeeze=False, sharex=True, sharey=True)
-    losses, start = [], []
+    axes = fig.subplots(len(augs), len(lrs), squeeze=False, sharex=True,
+                        sharey="row" if all_loss != [None] else True)
+    losses, start = {}, {}
     stopped = False
     hidden = 0  # runs left out of full panels
-    for i, aug in enumerate(augs):
+    extra = [a for a in sw.varying if a not in ("lr", "augment", "loss")]
+    for i, (loss_fn, aug) in enumerate(augs):
+        lkey = loss_fn if all_loss != [None] else None
         for j, lr in enumerate(lrs):
             ax = axes[i][j]
-            cell = runs[(runs["lr"] == lr) & ((runs["augment"] == aug) if aug is not None else True)]
+            cell = runs[(runs["lr"] == lr) & ((runs["augment"] == aug) if aug is not None else True)
+                        & ((runs["loss"] == loss_fn) if loss_fn is not None else True)]
             left_out = max(0, len(cell) - PANEL_RUNS)
             cell = cell.head(PANEL_RUNS)
             if left_out:  # never silently: the panel and the caption say so
                 hidden += left_out
                 ax.text(0.98, 0.98, f"+{left_out} run(s) not drawn", ha="right", va="top",
                         transform=ax.transAxes, fontsize=7, color="#444")
-            for r in cell.to_dict("records"):
+            several = len(cell) > 1
+            for k, r in enumerate(cell.to_dict("records")):
                 h = hist.get(r["run_id"])
                 if h is None or h.empty:
                     continue
-                color = VERDICT_COLORS[r["verdict"]]
+                color = VERDICT_COLORS.get(r["verdict"], "#444")
                 lw = 2.2 if r["verdict"] == "overfit" else 1.2
-                ax.plot(h["epoch"], h["train_loss"], "-", color=color, lw=lw)
-                ax.plot(h["epoch"], h["val_loss"], "--", color=color, lw=lw)
-                losses += finite(h["train_loss"]) + finite(h["val_loss"])
-                start += finite(h.loc[h["epoch"] == 0, "train_loss"])
+                # several lines in a panel: each run gets its own marker and a legend entry
+                marker = PANEL_MARKERS[k % len(PANEL_MARKERS)] if several else ""
+                every = max(1, len(h) // 6)
+                label = (", ".join(f"{a} {text(r[a])}" for a in extra) or text(r["run_id"])) \
+                    if several else None
+                ax.plot(h["epoch"], h["train_loss"], "-", color=color, lw=lw, marker=marker,
+                        ms=4, markevery=every, label=label)
+                ax.plot(h["epoch"], h["val_loss"], "--", color=color, lw=lw, marker=marker,
+                        ms=4, markevery=every, mfc="none")
+                losses.setdefault(lkey, []).extend(finite(h["train_loss"]) + finite(h["val_loss"]))
+                start.setdefault(lkey, []).extend(finite(h.loc[h["epoch"] == 0, "train_loss"]))
                 at_best = h.loc[h["epoch"] == r["best_epoch"], "val_loss"]
                 if not at_best.empty:
                     ax.plot([r["best_epoch"]], [at_best.iloc[0]], "o", color=color, ms=5,
@@ -181,15 +200,20 @@ def learning_curves(sw: SweepView) -> ReportFigure:
                         color="#888" if cell.empty else VERDICT_COLORS["diverged"])
             if (cell["verdict"] == "overfit").any():
                 ax.set_facecolor("#fff1e0")
-            name = f"lr {lr_text(lr)}" + (f" · {text(aug)}" if len(all_augs) > 1 else "")
+            if several and ax.get_legend_handles_labels()[1]:
+                ax.legend(fontsize=6, loc="lower left", frameon=False, handlelength=1.5)
+            name = f"lr {lr_text(lr)}" + (f" · {text(aug)}" if len(all_augs) > 1 else "") \
+                + (f" · {text(loss_fn)}" if loss_fn is not None else "")
             ax.set_title(name, fontsize=9)
             ax.tick_params(labelsize=8)
-    good = [v for v in losses if v > 0]
-    if good:
-        ax0 = axes[0][0]
-        log_y(ax0)
-        top = min(max(good), 3 * max(start or good))
-        ax0.set_ylim(min(good) * 0.8, top * 1.2)
+    for i, (loss_fn, _) in enumerate(augs):  # one y range per loss function
+        lkey = loss_fn if all_loss != [None] else None
+        good = [v for v in losses.get(lkey, []) if v > 0]
+        if good and (i == 0 or all_loss != [None]):
+            ax0 = axes[i][0]
+            log_y(ax0)
+            top = min(max(good), 3 * max(start.get(lkey) or good))
+            ax0.set_ylim(min(good) * 0.8, top * 1.2)
     fig.supxlabel("epoch (0 = before training)", fontsize=10)
     fig.supylabel("loss (log scale)", fontsize=10)
     handles = [Line2D([], [], color="#444", ls="-", label="train loss"),
@@ -202,24 +226,28 @@ def learning_curves(sw: SweepView) -> ReportFigure:
     handles += [Patch(color=VERDICT_COLORS[v], label=v) for v in present]
     fig.legend(handles=handles, loc="upper center", ncols=min(len(handles), 5),
                frameon=False, fontsize=9)
-    extra = [a for a in sw.varying if a not in ("lr", "augment")]
     caption = ("Each panel is one learning rate" + (" and augmentation" if len(all_augs) > 1 else "")
+               + (" and loss function (a row per loss, each with its own y axis: different "
+                  "losses are not comparable)" if all_loss != [None] else "")
                + ": solid = training loss, dashed = validation loss, colour = the run's verdict. "
                "When the dashed line turns up while the solid one keeps falling, the model is "
                "overfitting (orange panels); the dot marks the lowest validation loss"
                + ("; dotted verticals mark where early stopping ended the run" if stopped else "")
-               + "." + (" Lines in one panel differ in " + ", ".join(extra) + "." if extra else "")
+               + "." + (" Lines in one panel differ in " + ", ".join(extra)
+                        + " (marker; the panel's legend names each)." if extra else "")
                + (" One seed per configuration is drawn." if sw.seeds > 1 else "")
                + (f" {hidden} run(s) are not drawn: a panel shows at most {PANEL_RUNS} runs and "
                   f"says how many it left out; the all-runs table has every one." if hidden
                   else "")
                + capped("learning rates", len(lrs), len(all_lrs))
-               + capped("augmentations", len(augs), len(all_augs)))
+               + capped("rows (loss × augmentation)" if all_loss != [None] else "augmentations",
+                        len(augs), len(all_rows)))
     return shown(key, title, caption, fig, "training and validation loss curves")
 
 
 # at most this many runs drawn in one learning-curve panel (more lines are unreadable)
 PANEL_RUNS = 4
+PANEL_MARKERS = ("^", "s", "x", "D")  # not "o": that marks the best epoch  # one per run of a panel (at most PANEL_RUNS)
 
 # at most this many points per schedule line (a long run has tens of thousands of steps)
 MAX_POINTS = 2000
