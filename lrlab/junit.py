@@ -23,8 +23,11 @@ def write_junit(result, path: Path) -> None:
         if row.verdict in FAILING:
             failure = ET.SubElement(case, "failure", type=row.verdict,
                                     message=row.flags)
-            failure.text = (f"{row.flags}\ntrain acc {row.train_acc:.4f}, val acc "
-                            f"{row.val_acc:.4f}, gap {row.gap_acc:.4f}, GL {row.gl:.1f}%, "
+            failure.text = (f"{row.flags}\nkept epoch {getattr(row, 'tested_epoch', '?')}: "
+                            f"train acc {getattr(row, 'tested_train_acc', row.train_acc):.4f}, "
+                            f"val acc {getattr(row, 'tested_val_acc', row.val_acc):.4f}, gap "
+                            f"{getattr(row, 'tested_gap_acc', row.gap_acc):.4f}, GL "
+                            f"{getattr(row, 'tested_gl', row.gl):.1f}%, "
                             f"best epoch {row.best_epoch} of {row.epochs_run}")
         elif row.verdict == "error":
             error = ET.SubElement(case, "error", message=str(row.flags))

@@ -521,3 +521,14 @@ def test_per_configuration_table_when_a_configuration_has_several_seeds(tmp_path
                              epochs=(8,))
     dom = parse(write_report(single, plugins=load_plugins(use_entry_points=False)))
     assert dom.find("table", id="configs-table") is None
+
+
+def test_the_flagged_table_shows_the_kept_epochs_numbers_and_old_tables_still_render():
+    from lrlab.report.analysis import flagged, view
+
+    runs, history = synthetic_tables(lrs=[0.1], augments=["none"], epochs=(30,))
+    runs.loc[:, "verdict"] = "overfit"
+    runs.loc[:, "tested_gap_acc"], runs.loc[:, "gap_acc"] = 0.123, 0.5
+    assert flagged(view(runs, history, {}, "t"))[0]["gap_acc"] == "+0.123"
+    old = runs.drop(columns=["tested_gap_acc", "tested_gl", "tested_train_acc"])
+    assert flagged(view(old, history, {}, "t"))[0]["gap_acc"] == "+0.500"

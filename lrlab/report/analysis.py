@@ -81,7 +81,8 @@ def view(runs: pd.DataFrame, history: pd.DataFrame, manifest: dict[str, Any],
     peaks = (history.groupby("run_id")["max_batch_loss"].max()
              if "max_batch_loss" in history and not history.empty else pd.Series(dtype=float))
     runs["peak_loss"] = runs["run_id"].map(peaks).astype(float)  # largest mini-batch loss
-    for col in ("tested_val_acc", "tested_val_loss"):  # tables of older sweeps lack them
+    for col in ("tested_val_acc", "tested_val_loss", "tested_train_acc", "tested_gap_acc",
+                "tested_gl"):  # tables of older sweeps lack them: the last epoch's then
         if col not in runs:
             runs[col] = runs[col.replace("tested_", "")]
     runs["config"] = [config_label(row, varying) for row in runs.to_dict("records")]
@@ -368,18 +369,19 @@ def flagged(sw: SweepView) -> list[dict[str, Any]]:
     runs = sw.runs[sw.runs["verdict"].isin(FLAGGED)].copy()
     runs["_order"] = runs["verdict"].map(FLAGGED.index)
     # overfit runs by how much (largest gap first), the others by learning rate
-    runs["_key"] = runs["lr"].where(runs["verdict"] != "overfit", -runs["gap_acc"])
+    runs["_key"] = runs["lr"].where(runs["verdict"] != "overfit", -runs["tested_gap_acc"])
     out = []
     for row in runs.sort_values(["_order", "_key"], kind="stable").to_dict("records"):
         diverged = row["verdict"] == "diverged"
         out.append({
             "verdict": row["verdict"], "run_id": row["run_id"], "config": row["config"],
-            "lr": fmt(row["lr"], "lr"), "gap_acc": fmt(row["gap_acc"], "gap"),
-            "gl": fmt(row["gl"], "pct"),
+            "lr": fmt(row["lr"], "lr"), "gap_acc": fmt(row["tested_gap_acc"], "gap"),
+            "gl": fmt(row["tested_gl"], "pct"),
             "epochs": f"{fmt(row['best_epoch'], 'int')} / {fmt(row['epochs_run'], 'int')}"
                       + (f" of {fmt(row['epochs'], 'int')}" if _num(row.get("epochs")) != ""
                          else ""),
-            "train_acc": fmt(row["train_acc"], "acc"), "val_acc": fmt(row["tested_val_acc"], "acc"),
+            "train_acc": fmt(row["tested_train_acc"], "acc"),
+            "val_acc": fmt(row["tested_val_acc"], "acc"),
             "diverged_at": (f"epoch {fmt(row['epochs_run'], 'int')}: {blowup(row)}"
                             if diverged else ""),
             "flags": row["flags"], "hint": hint(row),

@@ -65,7 +65,7 @@ def _curves(lr: float, augment: str, epochs: int, schedule: str, stopper: str,
                      "val_loss": val, "val_acc": float(np.clip(val_acc + noise[1], 0, 1)),
                      "wall_s": 0.05 * e})
         if train > DEFAULT_THRESHOLDS["diverge_factor"] * start:
-            break  # diverged: the engine stops at once
+            break  # diverged: stopped here (the engine waits diverge_patience epochs)
         if stopper != "none" and e >= 1:
             best, since = (val, 0) if val < best else (best, since + 1)
             if since >= 3:
