@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from lrlab.cli_support import PluginOpt, handle_errors
+from lrlab.cli_support import PluginOpt, handle_errors, with_setting_options
 from lrlab.errors import UsageError
+from lrlab.settings import SWEEP
 
 app = typer.Typer(
     name="lrlab",
@@ -30,38 +31,13 @@ def _console() -> Console:
     return Console(highlight=False, soft_wrap=False, width=max(width, 100))
 
 
-def _axis(help_text: str) -> object:
-    return typer.Option(help=help_text, show_default=False)
-
-
 @app.command()
 @handle_errors
+@with_setting_options(SWEEP.values())
 def sweep(
     sweep_file: Annotated[Path | None, typer.Argument(
         help="A TOML sweep file (see sweeps/). Without one, the flags and "
              "[tool.lrlab] defaults define the grid.", show_default=False)] = None,
-    lr: Annotated[str | None, _axis("Learning rates, e.g. 1e-3,1e-2 or auto[:N] "
-                                       "(range test first).")] = None,
-    epochs: Annotated[str | None, _axis("Epoch counts, e.g. 10,30.")] = None,
-    augment: Annotated[str | None, _axis("Augmentations, e.g. none,flip+crop.")] = None,
-    model: Annotated[str | None, _axis("Models, e.g. mlp(width=64),cnn.")] = None,
-    optimizer: Annotated[str | None, _axis("Optimizers, e.g. sgd(momentum=0.9),adam.")] = None,
-    loss: Annotated[str | None, _axis("Losses, e.g. cross_entropy,mse.")] = None,
-    schedule: Annotated[str | None, _axis("LR schedules, e.g. constant,onecycle.")] = None,
-    stopper: Annotated[str | None, _axis("Early stopping, e.g. none,patience(patience=3).")] = None,
-    batch_size: Annotated[str | None, _axis("Batch sizes, e.g. 32,128.")] = None,
-    dataset: Annotated[str | None, _axis("Datasets, e.g. digits,mnist.")] = None,
-    seeds: Annotated[str | None, _axis("Seeds per configuration (0..N-1).")] = None,
-    name: Annotated[str | None, _axis("Sweep name: results go to OUT/NAME/.")] = None,
-    out: Annotated[str | None, _axis("Folder of all results [default: reports].")] = None,
-    executor: Annotated[str | None, _axis("local, vectorized, auto, or a plugin's.")] = None,
-    device: Annotated[str | None, _axis("auto, cpu or cuda [default: auto].")] = None,
-    split: Annotated[str | None, _axis("train,val,test fractions [default: 0.6,0.2,0.2].")] = None,
-    data_root: Annotated[str | None, _axis("Folder of torchvision datasets [default: data].")] = None,
-    download: Annotated[bool, typer.Option("--download", help="Let torchvision download missing datasets.")] = False,
-    threshold: Annotated[list[str] | None, typer.Option(
-        help="Verdict threshold KEY=VALUE, e.g. overfit_gl=10 (repeatable).",
-        show_default=False)] = None,
     plugin: PluginOpt = None,
     keyword: Annotated[str | None, typer.Option(
         "-k", help="Select runs whose id matches, e.g. 'lr0.1 and not noise'.",
@@ -72,51 +48,29 @@ def sweep(
     junit_xml: Annotated[Path | None, typer.Option(
         "--junit-xml", help="Write each run as a JUnit test case.", show_default=False)] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore stored results: start over.")] = False,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the models.")] = False,
-    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (bfloat16) on CUDA.")] = False,
-    threads: Annotated[str | None, _axis("CPU threads per run [default: 0 = one for small "
-                                            "models, else torch's default].")] = None,
-    eval_batch_size: Annotated[str | None, _axis("Samples per forward pass of the clean "
-                                                    "evaluations [default: 4096].")] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only the last line.")] = False,
+    **settings: Any,
 ) -> None:
     """Run a grid of trainings and judge each run: ok, overfit, underfit, unstable, diverged,
-    error."""
-    from lrlab.config import build_config
-    from lrlab.sweep import execute, prepare
+    error. Every setting below may also be given in the sweep file or [tool.lrlab]."""
+    from lrlab.sweep import run_sweep
     from lrlab.terminal import TerminalReporter, print_results
 
-    overrides = {"lr": lr, "epochs": epochs, "augment": augment, "model": model,
-                 "optimizer": optimizer, "loss": loss, "schedule": schedule,
-                 "stopper": stopper, "batch_size": batch_size, "dataset": dataset,
-                 "seeds": seeds, "name": name, "out": out, "executor": executor,
-                 "device": device, "split": split, "data_root": data_root,
-                 "download": download or None, "compile": compile or None,
-                 "amp": amp or None, "threads": threads, "eval_batch_size": eval_batch_size}
-    if threshold:
-        overrides["thresholds"] = _thresholds(threshold)
-    cwd = Path.cwd()
-    config = build_config(sweep_file, overrides, cwd=cwd,
-                          command_line=" ".join(["lrlab", *sys.argv[1:]]))
-    local = [sweep_file.parent] if sweep_file is not None else [cwd]
     console = _console()
     reporter = TerminalReporter(console, quiet=quiet)
-    prepared = prepare(config, extra_plugins=plugin or [], plugins=[reporter],
-                       keyword=keyword, local_dirs=local, load_data=not collect_only)
-    if collect_only:
-        for run in prepared.runs:
-            console.print(run.run_id, markup=False)
-        n = len(prepared.runs)
-        console.print(f"{n} run{'s' if n != 1 else ''} collected")
-        return
-    if junit_xml is not None and junit_xml.is_dir():
-        raise UsageError(f"--junit-xml {junit_xml} is a folder")
-    if junit_xml is not None and not junit_xml.resolve().parent.is_dir():
-        raise UsageError(f"--junit-xml: folder {junit_xml.resolve().parent} does not exist")
     try:
-        result = execute(prepared, fresh=fresh, exitfirst=exitfirst)
+        result = run_sweep(sweep_file, plugins=[reporter], extra_plugins=plugin or [],
+                           keyword=keyword, fresh=fresh, exitfirst=exitfirst,
+                           collect_only=collect_only, junit_xml=junit_xml,
+                           command_line=" ".join(["lrlab", *sys.argv[1:]]), **settings)
     finally:
         reporter.close()
+    if collect_only:
+        for run_id in result.collected:
+            console.print(run_id, markup=False)
+        n = len(result.collected)
+        console.print(f"{n} run{'s' if n != 1 else ''} collected")
+        return
     if not quiet:
         print_results(console, result.runs, configs=result.configs)
         for note in result.notes:
@@ -126,27 +80,10 @@ def sweep(
                           f"(--fresh starts over)")
         console.print(f"results: {result.folder}/ (runs.parquet, history.parquet, "
                       f"manifest.json) report: {result.folder / 'index.html'}")
-    if junit_xml is not None:
-        from lrlab.junit import write_junit
-
-        write_junit(result, junit_xml)
     style = "bold red" if result.failed else "bold green"
     console.print(f"[{style}]{result.summary_line()}[/]")
     if strict and result.failed:
         raise typer.Exit(1)
-
-
-def _thresholds(items: list[str]) -> dict[str, float]:
-    out = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        try:
-            out[key.strip()] = float(value)
-        except ValueError:
-            raise UsageError(f"--threshold {item!r} is not KEY=NUMBER") from None
-        if not eq or not key.strip():
-            raise UsageError(f"--threshold {item!r} is not KEY=NUMBER")
-    return out
 
 
 @app.command()
@@ -184,21 +121,11 @@ def show(folder: Annotated[Path, typer.Argument(help="A sweep's results folder."
 @handle_errors
 def report(folder: Annotated[Path, typer.Argument(help="A sweep's results folder.")],
            plugin: PluginOpt = None) -> None:
-    """(Re)build a stored sweep's HTML report, index.html, from its tables."""
-    from lrlab.plugins import load_plugins
+    """(Re)build a stored sweep's HTML report, index.html, from its tables, with the
+    plugins the sweep loaded (and -p ones)."""
     from lrlab.report import write_report
-    from lrlab.results import load_results
 
-    _, _, manifest = load_results(folder)  # one plain error when there are no results
-    # the plugins the sweep loaded by name or from a local file, so their sections and
-    # components (schedules to replay) are there again
-    loaded = manifest.get("plugins") or []
-    modules = [p["name"] for p in loaded if p.get("source") == "-p"]
-    local = [Path(p["where"]).parent for p in loaded
-             if p.get("source") == "local file" and Path(p.get("where", "")).is_file()]
-    path = write_report(folder, plugins=load_plugins([*modules, *(plugin or [])],
-                                                     local_dirs=local))
-    typer.echo(f"report: {path}")
+    typer.echo(f"report: {write_report(folder, extra_plugins=plugin or ())}")
 
 
 @app.command("list")

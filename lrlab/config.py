@@ -1,7 +1,8 @@
 """A sweep's configuration: defaults, [tool.lrlab], sweep files, flags; the grid and its runs.
 
-Precedence, lowest first: built-in defaults < ``[tool.lrlab]`` in pyproject.toml <
-the sweep file < command-line flags. Every axis accepts one value or a list.
+Every key is a setting declared in :data:`lrlab.settings.SWEEP`. Precedence, lowest
+first: the declared defaults < ``[tool.lrlab]`` in pyproject.toml < the sweep file <
+command-line flags or API arguments. Every axis accepts one value or a list.
 """
 
 from __future__ import annotations
@@ -9,210 +10,99 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
-import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
 from lrlab.errors import UsageError
-from lrlab.registry import Spec, closest, parse_spec, split_top
-from lrlab.verdicts import check_thresholds
+from lrlab.registry import Spec, closest
+from lrlab.settings import SWEEP, augment_str, check_name, threshold_table
 
+__all__ = ["AXES", "COMPONENT_AXES", "Run", "SweepConfig", "augment_str", "build_config",
+           "check_name", "expand", "parse_axis", "run_key"]
+
+AXES = tuple(s.name for s in SWEEP.axes())
 # axis -> registry kind, for the component axes
 COMPONENT_AXES = {"dataset": "dataset", "model": "model", "loss": "loss",
                   "optimizer": "optimizer", "schedule": "schedule",
                   "augment": "augmentation", "stopper": "stopper"}
-NUMBER_AXES = ("lr", "epochs", "batch_size", "seed")
-AXES = tuple(COMPONENT_AXES) + NUMBER_AXES
-
-# The default sweep: a small MLP on scikit-learn's digits, learning rates from far too
-# small to far too large, with and without augmentation, long enough to overfit.
-DEFAULTS: dict[str, Any] = {
-    "dataset": ["digits"],
-    "model": ["mlp"],
-    "loss": ["cross_entropy"],
-    "optimizer": ["sgd(momentum=0.9)"],
-    "schedule": ["constant"],
-    "augment": ["none", "noise(std=0.3)"],
-    "stopper": ["none"],
-    "lr": [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0],
-    "epochs": [40],
-    "batch_size": [32],
-    "seeds": 1,
-}
-
-SETTINGS = {
-    "name": "the sweep's name: results go to <out>/<name>/",
-    "seeds": "number of seeds per configuration (seeds 0..N-1)",
-    "split": "train,val,test fractions of the dataset (stratified)",
-    "split_seed": "seed of the train/val/test split (the same for every run)",
-    "device": "auto, cpu or cuda (auto takes CUDA when present)",
-    "executor": "how runs are trained: auto (vectorized where it gives the same answers, "
-                "else local), local, vectorized, or a plugin's",
-    "data_root": "folder of downloadable datasets (MNIST, CIFAR-10)",
-    "download": "allow torchvision to download missing datasets",
-    "out": "folder that holds every sweep's results",
-    "thresholds": "verdict thresholds (a table)",
-    "plugins": "plugin modules to load, as -p does",
-    "eval_batch_size": "batch size of the clean evaluations",
-    "compile": "torch.compile the models",
-    "amp": "automatic mixed precision on CUDA",
-    "threads": "CPU threads per run (0: one for small models, else torch's default)",
-}
-KEYS = set(AXES) | set(SETTINGS)
 
 
-@dataclass(frozen=True)
-class Run:
-    """One training run: a value for every axis."""
-
-    run_id: str
-    dataset: Spec
-    model: Spec
-    loss: Spec
-    optimizer: Spec
-    schedule: Spec
-    augment: tuple[Spec, ...]
-    stopper: Spec
-    lr: float
-    epochs: int
-    batch_size: int
-    seed: int
-
-    def axes(self) -> dict[str, Any]:
-        """Every axis as a table cell: components as their strings, numbers as numbers."""
-        return {"dataset": str(self.dataset), "model": str(self.model),
-                "loss": str(self.loss), "optimizer": str(self.optimizer),
-                "schedule": str(self.schedule), "augment": augment_str(self.augment),
-                "stopper": str(self.stopper), "lr": self.lr, "epochs": self.epochs,
-                "batch_size": self.batch_size, "seed": self.seed}
+def _run_axes(self: Any) -> dict[str, Any]:
+    """Every axis as a table cell: components as their strings, numbers as numbers."""
+    out = {}
+    for axis in AXES:
+        value = getattr(self, axis)
+        out[axis] = augment_str(value) if axis == "augment" else \
+            str(value) if isinstance(value, Spec) else value
+    return out
 
 
-def augment_str(specs: tuple[Spec, ...]) -> str:
-    return "+".join(str(s) for s in specs)
+# One training run: its id and a value for every axis of lrlab.settings.SWEEP
+# (dataset, model, ..., lr, epochs, batch_size, seed).
+Run = make_dataclass("Run", [("run_id", str), *((a, Any) for a in AXES)], frozen=True,
+                     namespace={"axes": _run_axes})
+Run.__module__ = __name__
+Run.__doc__ = "One training run: its id and a value for every grid axis (" + \
+    ", ".join(AXES) + ")."
 
 
 @dataclass
 class SweepConfig:
-    """Everything that defines a sweep; ``grid`` maps each axis to its values."""
+    """Everything that defines a sweep: ``grid`` maps each axis to its values, ``values``
+    holds every other setting of :data:`lrlab.settings.SWEEP`, checked. A setting reads as
+    an attribute too (``config.device``, ``config.split``)."""
 
-    name: str = "digits"
     grid: dict[str, list[Any]] = field(default_factory=dict)
-    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
-    split_seed: int = 0
-    device: str = "auto"
-    executor: Spec = field(default_factory=lambda: Spec("auto"))
-    data_root: str = "data"
-    download: bool = False
-    out: str = "reports"
-    thresholds: dict[str, float] = field(default_factory=dict)
-    plugins: list[str] = field(default_factory=list)
-    eval_batch_size: int = 4096
-    compile: bool = False
-    amp: bool = False
-    threads: int = 0
+    values: dict[str, Any] = field(default_factory=lambda: {
+        s.name: s.value() for s in SWEEP.fixed()})
     source: str | None = None  # the sweep file, if any
     command_line: str = ""
     # an LR range test run for lr "auto", waiting to be stored when the sweep starts
     lrfind_pending: Any = field(default=None, repr=False, compare=False)
+
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("values")
+        if values is not None and name in values:
+            return values[name]
+        raise AttributeError(f"SweepConfig has no setting {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in SWEEP and not SWEEP[name].axis and "values" in self.__dict__:
+            self.values[name] = value
+        else:
+            super().__setattr__(name, value)
 
     @property
     def out_dir(self) -> Path:
         return Path(self.out) / self.name
 
     def settings(self) -> dict[str, Any]:
-        """The fixed settings, as stored in the manifest."""
-        return {"split": list(self.split), "split_seed": self.split_seed,
-                "device": self.device, "executor": str(self.executor),
-                "data_root": self.data_root, "download": self.download,
-                "eval_batch_size": self.eval_batch_size, "compile": self.compile,
-                "amp": self.amp, "threads": self.threads}
+        """The fixed settings as JSON values (what the manifest stores)."""
+        return {s.name: s.dump(self.values[s.name]) for s in SWEEP.fixed()
+                if s.name in self.values}
 
     def grid_strings(self) -> dict[str, list[Any]]:
-        out = {}
-        for axis, values in self.grid.items():
-            if axis == "augment":
-                out[axis] = [augment_str(v) for v in values]
-            elif axis in COMPONENT_AXES:
-                out[axis] = [str(v) for v in values]
-            else:
-                out[axis] = list(values)
-        return out
+        return {axis: SWEEP[axis].dump(values) for axis, values in self.grid.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "grid": self.grid_strings(), **self.settings(),
-                "out": self.out, "thresholds": self.thresholds, "plugins": self.plugins,
                 "source": self.source}
 
 
-# -- reading values ----------------------------------------------------------------------
-
-
-def _as_list(value: Any) -> list[Any]:
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    if isinstance(value, str):
-        return [v for v in split_top(value, ",") if v != ""]
-    return [value]
-
-
-def _number(axis: str, value: Any, kind: type) -> Any:
-    if isinstance(value, str):
-        try:
-            value = float(value) if kind is float else int(value)
-        except ValueError:
-            raise UsageError(f"{axis} value {value!r} is not a{'n integer' if kind is int else ' number'}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UsageError(f"{axis} value {value!r} is not a number")
-    if kind is int and float(value) != int(value):
-        raise UsageError(f"{axis} value {value!r} is not an integer")
-    return kind(value)
-
-
-AUTO_LR = re.compile(r"^auto(?::(\d+))?$")
-
-
 def parse_axis(axis: str, value: Any) -> list[Any]:
-    values = _as_list(value)
-    if not values:
-        raise UsageError(f"{axis} has no values: the grid would be empty")
-    if axis == "augment":
-        return [tuple(parse_spec(p, "augmentation") for p in split_top(v, "+"))
-                if isinstance(v, str) else (parse_spec(v, "augmentation"),) for v in values]
-    if axis in COMPONENT_AXES:
-        return [parse_spec(v, COMPONENT_AXES[axis]) for v in values]
-    if axis == "lr":
-        out = []
-        for v in values:
-            if isinstance(v, str) and AUTO_LR.match(v.strip()):
-                out.append(v.strip())
-                continue
-            lr = _number("lr", v, float)
-            if not (lr > 0 and math.isfinite(lr)):
-                raise UsageError(f"learning rate must be > 0, got {v!r}")
-            out.append(lr)
-        ids: dict[str, float] = {}
-        for lr in (v for v in out if not isinstance(v, str)):
-            other = ids.setdefault(f"{lr:g}", lr)
-            if other != lr:
-                raise UsageError(f"learning rates {other!r} and {lr!r} would both be run "
-                                 f"'lr{lr:g}': give them more distinct values")
-        return out
-    nums = [_number(axis, v, int) for v in values]
-    low = {"epochs": 1, "batch_size": 1, "seed": 0}[axis]
-    for n in nums:
-        if n < low:
-            name = {"epochs": "epochs", "batch_size": "batch size", "seed": "seed"}[axis]
-            raise UsageError(f"{name} must be >= {low}, got {n}")
-    return nums
+    """The checked values of one grid axis."""
+    return SWEEP[axis].read(value)
+
+
+# -- reading the layers ------------------------------------------------------------------
 
 
 def _check_keys(table: dict[str, Any], where: str) -> None:
     for key in table:
-        if key not in KEYS:
-            near = closest(key, sorted(KEYS))
+        if key not in SWEEP:
+            near = closest(key, sorted(SWEEP))
             hint = f"; did you mean '{near}'?" if near else ""
             raise UsageError(f"unknown key '{key}' in {where}{hint}")
 
@@ -244,11 +134,28 @@ def pyproject_defaults(start: Path) -> dict[str, Any]:
     return {}
 
 
+def merge_layers(layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The given values of every layer, later layers winning; thresholds merge key by key,
+    and a later ``seed`` (a list of seeds) replaces an earlier ``seeds`` (how many)."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        if "seed" in layer and "seeds" in layer:
+            raise UsageError("give seed (a list of seeds) or seeds (how many), not both")
+        thresholds = {**merged.get("thresholds", {}),
+                      **threshold_table(layer.get("thresholds", {}))}
+        for given, other in (("seed", "seeds"), ("seeds", "seed")):
+            if given in layer:
+                merged.pop(other, None)
+        merged.update(layer)
+        merged["thresholds"] = thresholds
+    return merged
+
+
 def build_config(sweep_file: Path | None = None, overrides: dict[str, Any] | None = None,
                  *, cwd: Path | None = None, command_line: str = "") -> SweepConfig:
-    """Merge defaults, [tool.lrlab], the sweep file and ``overrides`` (flags or API)."""
+    """Merge the defaults, [tool.lrlab], the sweep file and ``overrides`` (flags or API),
+    and check every value."""
     cwd = cwd or Path.cwd()
-    merged: dict[str, Any] = dict(DEFAULTS)
     layers = [pyproject_defaults(cwd)]
     if sweep_file is not None:
         table = read_toml(sweep_file)
@@ -257,102 +164,42 @@ def build_config(sweep_file: Path | None = None, overrides: dict[str, Any] | Non
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     _check_keys(overrides, "the arguments")
     layers.append(overrides)
-    for layer in layers:  # later layers win; thresholds merge key by key
-        if not isinstance(layer.get("thresholds", {}), dict):
-            raise UsageError("thresholds must be a table of name = number")
-        if "seed" in layer and "seeds" in layer:
-            raise UsageError("give seed (a list of seeds) or seeds (how many), not both")
-        thresholds = {**merged.get("thresholds", {}), **layer.get("thresholds", {})}
-        for given, other in (("seed", "seeds"), ("seeds", "seed")):
-            if given in layer:  # a later layer's seed replaces an earlier seeds, and back
-                merged.pop(other, None)
-        merged.update(layer)
-        merged["thresholds"] = thresholds
+    given = merge_layers(layers)
 
-    grid: dict[str, list[Any]] = {}
-    for axis in AXES:
-        if axis == "seed":
-            if "seed" in merged:
-                grid["seed"] = parse_axis("seed", merged["seed"])
-            else:
-                n = _number("seeds", merged.get("seeds", 1), int)
-                if n < 1:
-                    raise UsageError(f"seeds must be >= 1, got {n}")
-                grid["seed"] = list(range(n))
-            continue
-        grid[axis] = parse_axis(axis, merged[axis])
+    def read(name: str) -> Any:
+        setting = SWEEP[name]
+        return setting.read(given[name]) if name in given else setting.value()
 
-    cfg = SweepConfig(grid=grid, source=str(sweep_file) if sweep_file else None,
-                      command_line=command_line)
-    cfg.name = str(merged.get("name") or _default_name(grid))
-    check_name(cfg.name, "sweep name")
-    from lrlab.data import check_fractions
-
-    split = merged.get("split", cfg.split)
-    cfg.split = check_fractions(tuple(_number("split", v, float) for v in _as_list(split)))
-    cfg.split_seed = _number("split_seed", merged.get("split_seed", 0), int)
-    cfg.device = str(merged.get("device", "auto"))
-    if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
-        raise UsageError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
-    cfg.executor = parse_spec(merged.get("executor", "auto"), "executor")
-    cfg.data_root = str(merged.get("data_root", "data"))
-    cfg.download = _flag("download", merged.get("download", False))
-    cfg.out = str(merged.get("out", "reports"))
-    cfg.thresholds = check_thresholds(merged.get("thresholds", {}))
-    cfg.plugins = [str(p) for p in _as_list(merged.get("plugins", []))]
-    cfg.eval_batch_size = _number("eval_batch_size", merged.get("eval_batch_size", 4096), int)
-    if cfg.eval_batch_size < 1:
-        raise UsageError(f"eval_batch_size must be >= 1, got {cfg.eval_batch_size}")
-    cfg.compile = _flag("compile", merged.get("compile", False))
-    cfg.amp = _flag("amp", merged.get("amp", False))
-    cfg.threads = _number("threads", merged.get("threads", 0), int)
-    if cfg.threads < 0:
-        raise UsageError(f"threads must be >= 0, got {cfg.threads}")
-    return cfg
-
-
-def check_name(name: str, what: str = "name") -> None:
-    """A folder name under --out: letters, digits, '.', '_' or '-' (no paths)."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
-        raise UsageError(f"{what} {name!r} must be letters, digits, '.', '_' or '-'")
-
-
-def _flag(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise UsageError(f"{key} must be true or false, got {value!r}")
-    return value
-
-
-def _default_name(grid: dict[str, list[Any]]) -> str:
-    return "-".join(dict.fromkeys(s.name for s in grid["dataset"]))
+    grid = {axis: read(axis) for axis in AXES if axis != "seed"}
+    grid["seed"] = read("seed") if "seed" in given else list(range(read("seeds")))
+    grid = {axis: grid[axis] for axis in AXES}
+    values = {s.name: read(s.name) for s in SWEEP.fixed()}
+    if values["name"] is None:
+        values["name"] = "-".join(dict.fromkeys(s.name for s in grid["dataset"]))
+        check_name(values["name"], "sweep name")
+    return SweepConfig(grid, values, str(sweep_file) if sweep_file else None, command_line)
 
 
 # -- expanding the grid ------------------------------------------------------------------
 
+# the order of the parts of a run id (axes not listed here follow, in declaration order)
+ID_ORDER = ("dataset", "model", "loss", "optimizer", "schedule", "lr", "epochs",
+            "batch_size", "augment", "stopper", "seed")
+
 
 def _id_part(axis: str, value: Any) -> str:
-    if axis == "lr":
-        return f"lr{value:g}"
-    if axis == "epochs":
-        return f"ep{value}"
-    if axis == "batch_size":
-        return f"bs{value}"
-    if axis == "seed":
-        return f"s{value}"
+    prefix = SWEEP[axis].id_prefix
+    if prefix:
+        return f"{prefix}{value:g}" if isinstance(value, float) else f"{prefix}{value}"
     if axis == "augment":
         return augment_str(value)
     return str(value).replace(" ", "")
 
 
-# the parts every id has, in order; the others join when they vary in the grid
-ID_ALWAYS = ("model", "lr", "epochs", "augment", "seed")
-ID_ORDER = ("dataset", "model", "loss", "optimizer", "schedule", "lr", "epochs",
-            "batch_size", "augment", "stopper", "seed")
-
-
 def run_id(values: dict[str, Any], varying: set[str]) -> str:
-    return "-".join(_id_part(a, values[a]) for a in ID_ORDER
-                    if a in ID_ALWAYS or a in varying)
+    order = [*ID_ORDER, *(a for a in AXES if a not in ID_ORDER)]
+    return "-".join(_id_part(a, values[a]) for a in order
+                    if SWEEP[a].id_always or a in varying)
 
 
 def expand(cfg: SweepConfig) -> list[Run]:
@@ -375,7 +222,8 @@ def expand(cfg: SweepConfig) -> list[Run]:
 
 
 def run_key(run: Run, cfg: SweepConfig) -> str:
-    """A hash of everything that determines a run's result: resume skips equal keys."""
-    payload = {**run.axes(), **{k: v for k, v in cfg.settings().items()
-                                if k in ("split", "split_seed", "data_root", "amp", "compile")}}
+    """A hash of everything that determines a run's result: its axes and every setting
+    declared with ``key=True``. Resume skips the runs whose key is stored."""
+    payload = {**run.axes(), **{s.name: s.dump(cfg.values[s.name]) for s in SWEEP.fixed()
+                                if s.key}}
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

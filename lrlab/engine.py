@@ -15,7 +15,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,21 +23,9 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from lrlab.config import Run
 from lrlab.data import Split, take_rows
+from lrlab.epochs import EpochRule
 from lrlab.registry import Registry
-from lrlab.verdicts import DEFAULT_THRESHOLDS, divergence
-
-
-@dataclass
-class TrainSettings:
-    """How a run is trained, beyond its axes."""
-
-    device: torch.device  # where the model, the batches and the evaluation live
-    eval_batch_size: int = 4096  # samples per forward pass in clean evaluation
-    thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
-    # the verdict thresholds: a run stops at once when verdicts.divergence() says so
-    compile: bool = False  # torch.compile the model (slower start, faster steps)
-    amp: bool = False  # bfloat16 autocast on CUDA for the forward pass
-    threads: int = 0  # CPU threads per run; 0: one for small models, else torch's default
+from lrlab.settings import TrainSettings
 
 
 @dataclass
@@ -154,7 +142,7 @@ def _train(run: Run, model: torch.nn.Module, data: Split, registry: Registry,
     start = time.perf_counter()
     history = [{"epoch": 0, "lr": optimizer.param_groups[0]["lr"], **clean_metrics(),
                 "max_batch_loss": math.nan, "batch_loss": math.nan, "wall_s": 0.0}]
-    restore_best = getattr(stopper, "restore_best", False)
+    rule = EpochRule(run, stopper, settings.thresholds, epoch_end)
     best_state: dict[str, Any] | None = None
     stopped_by = None
 
@@ -184,24 +172,17 @@ def _train(run: Run, model: torch.nn.Module, data: Split, registry: Registry,
                         "batch_loss": total.item() / steps_per_epoch,
                         "wall_s": time.perf_counter() - start})
 
-        # a run that cannot recover stops; its record is final
-        if divergence(history, settings.thresholds):
-            stopped_by = "diverged"
-            break
-        stop = stopper.update(epoch, metrics)
-        if restore_best and stopper.best_epoch == epoch:
+        # divergence, then the stopper, then the plugins: see lrlab.epochs
+        decision = rule.after_epoch(history, epoch, metrics)
+        if decision.snapshot:
             best_state = copy.deepcopy(model.state_dict())
-        if epoch_end is not None and epoch_end(run, epoch, metrics):
-            stopped_by = "plugin"
-            break
-        if stop:
-            stopped_by = "stopper"
+        if decision.stopped_by:
+            stopped_by = decision.stopped_by
             break
 
-    restored = None
-    if restore_best and best_state is not None and stopped_by != "diverged":
+    restored = rule.restore_epoch(stopped_by)
+    if restored is not None:
         model.load_state_dict(best_state)
-        restored = stopper.best_epoch
     test_loss, test_acc = evaluate(model, loss_fn, *data.test, settings.eval_batch_size)
     return Trained(history, test_loss, test_acc, restored, stopped_by)
 

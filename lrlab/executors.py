@@ -20,10 +20,11 @@ import torch
 
 from lrlab.config import Run, SweepConfig, run_key
 from lrlab.data import Split, stratified_split
-from lrlab.engine import TrainSettings, train
+from lrlab.engine import train
 from lrlab.plugins import Plugins
 from lrlab.registry import Spec
 from lrlab.results import RunResult, summarize
+from lrlab.settings import TrainSettings, train_settings
 
 
 class Executor(Protocol):
@@ -48,11 +49,12 @@ class Context:
 
     @property
     def settings(self) -> TrainSettings:
-        return TrainSettings(device=self.device,
-                             eval_batch_size=self.config.eval_batch_size,
-                             thresholds=dict(self.config.thresholds),
-                             compile=self.config.compile, amp=self.config.amp,
-                             threads=self.config.threads)
+        """How each run is trained: the device and the sweep's training settings."""
+        return train_settings(self.config.values, self.device)
+
+    def run_key(self, run: Run) -> str:
+        """The run's resume key (what the store skips on a re-run)."""
+        return run_key(run, self.config)
 
     def data(self, run: Run) -> Split:
         """The run's dataset, split and on the device; loaded once per sweep."""
@@ -97,7 +99,7 @@ class Context:
             restored_epoch=trained.restored_epoch if trained else None,
             stopped_by=trained.stopped_by if trained else None,
             num_classes=data_classes, wall_s=wall_s, device=str(self.device), error=error,
-            key=run_key(run, self.config))
+            key=self.run_key(run))
         return RunResult(run, summary, history)
 
     def train_one(self, run: Run, started: bool = False) -> RunResult:

@@ -33,19 +33,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import pluggy
+from lrlab.markers import hookspec
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from lrlab.config import Run, SweepConfig
     from lrlab.registry import Register
-    from lrlab.report import Section
+    from lrlab.report.sections import Section
     from lrlab.results import RunResult
     from lrlab.verdicts import Flag
-
-hookspec = pluggy.HookspecMarker("lrlab")
-
 
 # -- registration --------------------------------------------------------------------
 # Each is called once when plugins are loaded, once per plugin, with a ``register``
@@ -258,7 +255,7 @@ def lrlab_report_sections(runs: pd.DataFrame, history: pd.DataFrame,
     :param manifest: the sweep's manifest (config, command line, versions, device);
         its ``folder`` is the folder the report is written to, where the sweep's files
         are now.
-    :return: a list of :class:`lrlab.report.Section` (``title``, ``html``), shown in
+    :return: a list of :class:`lrlab.Section` (``title``, ``html``), shown in
         order under the plugin's name; ``html`` is trusted markup the plugin built
         (escape what you interpolate), or ``None``.
     """

@@ -98,6 +98,8 @@ class ResultStore:
         self.folder = Path(folder)
         self._runs = pa.table({})
         self._history = history_table([])
+        self._keep: set[str] = set()  # the stored runs' keys that start() keeps
+        self.previous_manifest: dict[str, Any] = {}  # the stored sweep's, on resume
 
     @property
     def runs(self) -> list[dict[str, Any]]:
@@ -120,13 +122,39 @@ class ResultStore:
         """key -> run_id of every stored run that finished without an error."""
         return {r["key"]: r["run_id"] for r in self.runs if r["verdict"] != "error"}
 
+    def resume(self, selected: dict[str, Run], grid_keys: set[str], *,
+               fresh: bool = False) -> tuple[list[Run], list[Run]]:
+        """Read what is stored (unless ``fresh``) and split the ``selected`` runs (by key)
+        into those to train and those finished before (skipped). Nothing is written.
+
+        Kept when the sweep starts: every finished run, and every stored run that the
+        selection (``-k``) left out this time, even an error. A stored run of another grid
+        (not in ``grid_keys``) is a UsageError: its folder belongs to another sweep.
+        """
+        if not fresh:
+            self.load()
+            self.previous_manifest = _readable_manifest(self.folder)
+        stored = self.runs
+        stray = [r["run_id"] for r in stored if r["key"] not in grid_keys]
+        if stray:
+            from lrlab.errors import UsageError
+
+            raise UsageError(f"{self.folder} holds {len(stray)} run(s) of another grid "
+                             f"(e.g. {stray[0]}); pass --fresh to start over or --name to "
+                             f"keep both")
+        done = self.finished_keys()
+        self._keep = set(done) | {r["key"] for r in stored if r["key"] not in selected}
+        todo = [run for key, run in selected.items() if key not in done]
+        skipped = [run for key, run in selected.items() if key in done]
+        return todo, skipped
+
     # -- writing --------------------------------------------------------------------------
 
-    def start(self, manifest: dict[str, Any], keep_keys: set[str]) -> None:
-        """Begin a (resumed) sweep: keep the stored runs in ``keep_keys``, write the manifest."""
+    def start(self, manifest: dict[str, Any]) -> None:
+        """Begin a (resumed) sweep: keep what :meth:`resume` kept, write the manifest."""
         self.folder.mkdir(parents=True, exist_ok=True)
         if self._runs.num_rows:
-            keep = pc.is_in(self._runs["key"], pa.array(sorted(keep_keys), pa.string()))
+            keep = pc.is_in(self._runs["key"], pa.array(sorted(self._keep), pa.string()))
             self._runs = self._runs.filter(keep)
             self._history = self._history.filter(
                 pc.is_in(self._history["run_id"], self._runs["run_id"]))
@@ -163,8 +191,23 @@ class ResultStore:
     def write_configs(self, configs: pd.DataFrame) -> None:
         atomic_write_parquet(configs, self.folder / CONFIGS_FILE)
 
-    def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        return runs_frame(self._runs.to_pandas()), self._history.to_pandas()
+    def finish(self, configs: pd.DataFrame, manifest: dict[str, Any], *, wall_s: float,
+               notes: list[str]) -> None:
+        """End the sweep: the per-configuration table, and the manifest with its end."""
+        from datetime import UTC, datetime
+
+        self.write_configs(configs)
+        manifest.update(finished=datetime.now(UTC).isoformat(timespec="seconds"),
+                        wall_s=round(wall_s, 3), notes=list(notes))
+        self.write_manifest(manifest)
+
+    def tables(self, order: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``runs`` (in the order of the run ids ``order``, when given) and ``history``."""
+        runs = runs_frame(self._runs.to_pandas())
+        if order is not None and not runs.empty:
+            rank = {rid: i for i, rid in enumerate(order)}
+            runs = runs.sort_values("run_id", key=lambda s: s.map(rank)).reset_index(drop=True)
+        return runs, self._history.to_pandas()
 
 
 HISTORY_SCHEMA = pa.schema([("run_id", pa.string()), ("epoch", pa.int64()),
@@ -245,6 +288,16 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise UsageError(f"{path} is damaged (not a JSON object); re-run the sweep with "
                          f"--fresh")
     return manifest
+
+
+def _readable_manifest(folder: Path) -> dict[str, Any]:
+    """The stored manifest, or {} when it is missing or damaged (a sweep rewrites it)."""
+    from lrlab.errors import UsageError
+
+    try:
+        return read_manifest(folder)
+    except UsageError:
+        return {}
 
 
 def load_results(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:

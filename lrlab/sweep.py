@@ -39,7 +39,7 @@ from lrlab.engine import resolve_device
 from lrlab.errors import PluginError, UsageError
 from lrlab.executors import Context
 from lrlab.keywords import keyword_matcher
-from lrlab.plugins import Plugins, load_plugins
+from lrlab.plugins import Plugins, load_plugins, recipe_of
 from lrlab.results import ResultStore, RunResult
 from lrlab.verdicts import FAILING, VERDICTS, Flag, summary_line, verdict_of
 
@@ -57,6 +57,7 @@ class SweepResult:
     skipped: list[str] = field(default_factory=list)  # run ids resumed from disk
     notes: list[str] = field(default_factory=list)
     configs: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per configuration
+    collected: list[str] = field(default_factory=list)  # run ids, under collect_only
 
     @property
     def counts(self) -> Counter:
@@ -174,7 +175,7 @@ def dry_build(runs: list[Run], context: Context) -> None:
 def manifest(config: SweepConfig, host: Plugins, context: Context) -> dict[str, Any]:
     import torchvision
 
-    from lrlab import __version__
+    from lrlab.version import __version__
 
     device = context.device
     if device.type == "cuda":
@@ -195,6 +196,7 @@ def manifest(config: SweepConfig, host: Plugins, context: Context) -> dict[str, 
                      "pandas": pd.__version__, "platform": platform.platform()},
         "plugins": [{"name": i.name, "source": i.source, "version": i.version,
                      "where": str(i.where)} for i in host.info.values()],
+        "plugin_recipe": recipe_of(host).to_dict(),
         "split_sizes": sizes,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -249,24 +251,12 @@ def execute(prepared: Prepared, *, fresh: bool = False, exitfirst: bool = False,
     """Train the prepared runs, storing each as it finishes; resume what is stored."""
     config, host, context = prepared.config, prepared.plugins, prepared.context
     start = time.perf_counter()
-    store = ResultStore(config.out_dir)
-    if not fresh:
-        store.load()
     selected = {run_key(r, config): r for r in prepared.runs}  # the runs -k kept
-    grid_keys = prepared.grid_keys or set(selected)
-    stored = store.runs
-    stray = [r["run_id"] for r in stored if r["key"] not in grid_keys]
-    if stray and not fresh:
-        raise UsageError(f"{config.out_dir} holds {len(stray)} run(s) of another grid "
-                         f"(e.g. {stray[0]}); pass --fresh to start over or --name to "
-                         f"keep both")
-    done = store.finished_keys()
-    todo = [r for key, r in selected.items() if key not in done]
-    skipped = [r.run_id for key, r in selected.items() if key in done]
-    # keep what finished, and every stored run that -k left out this time (even an error)
-    keep = set(done) | {r["key"] for r in stored if r["key"] not in selected}
+    store = ResultStore(config.out_dir)
+    todo, skipped = store.resume(selected, prepared.grid_keys or set(selected), fresh=fresh)
     info = manifest(config, host, context)
-    store.start(info, keep)
+    notes = recipe_notes(store.previous_manifest, info)
+    store.start(info)
     if skipped:
         rejudge(store, host, config, selected)
 
@@ -274,8 +264,7 @@ def execute(prepared: Prepared, *, fresh: bool = False, exitfirst: bool = False,
     host.call("lrlab_sweep_start", config=config, runs=todo)
     ran = []
     for result in executor.run(todo, context):
-        rows = pd.DataFrame(result.history)
-        judge(host, result, config.thresholds, rows)
+        judge(host, result, config.thresholds, pd.DataFrame(result.history))
         try:
             host.call("lrlab_run_end", run=result.run, result=result)
         except PluginError as exc:
@@ -285,44 +274,81 @@ def execute(prepared: Prepared, *, fresh: bool = False, exitfirst: bool = False,
         ran.append(result.run.run_id)
         if exitfirst and result.verdict == "error":
             context.stop_requested = True
-    runs, history = store.tables()
-    order = {r.run_id: i for i, r in enumerate(prepared.runs)}
-    if not runs.empty:
-        runs = runs.sort_values("run_id", key=lambda s: s.map(order)).reset_index(drop=True)
+
+    notes += context.notes
+    runs, history = store.tables(order=[r.run_id for r in prepared.runs])
     configs = config_table(runs, config.thresholds["near_chance"])
-    store.write_configs(configs)
-    info.update(finished=datetime.now(UTC).isoformat(timespec="seconds"),
-                wall_s=round(time.perf_counter() - start, 3), notes=context.notes)
-    store.write_manifest(info)
+    store.finish(configs, info, wall_s=time.perf_counter() - start, notes=notes)
     host.call("lrlab_sweep_end", config=config, runs=runs, history=history)
     if report:
         from lrlab.report import write_report
 
         write_report(config.out_dir, plugins=host)
-    return SweepResult(config, runs, history, config.out_dir,
-                       time.perf_counter() - start, ran, skipped, list(context.notes), configs)
+    return SweepResult(config, runs, history, config.out_dir, time.perf_counter() - start,
+                       ran, [r.run_id for r in skipped], notes, configs)
+
+
+def recipe_notes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """A note when a resumed sweep loads other plugins than its stored runs were made with."""
+    if not before or "plugin_recipe" not in before:
+        return []
+    old, new = before["plugin_recipe"], now["plugin_recipe"]
+    if old == new:
+        return []
+    changed = [k for k in new if old.get(k) != new[k]]
+    return [f"the plugins differ from the stored sweep's ({', '.join(changed)}); the stored "
+            f"runs are judged again with the ones loaded now"]
 
 
 def run_sweep(sweep_file: str | Path | None = None, *, plugins: Iterable[Any] = (),
               extra_plugins: Iterable[str] = (), keyword: str | None = None,
               fresh: bool = False, exitfirst: bool = False, report: bool = True,
-              cwd: Path | None = None, **overrides: Any) -> SweepResult:
-    """Run a sweep and return its tables.
+              collect_only: bool = False, junit_xml: str | Path | None = None,
+              cwd: Path | None = None, command_line: str | None = None,
+              **overrides: Any) -> SweepResult:
+    """Run a sweep and return its tables: what ``lrlab sweep`` does, from Python.
 
-    :param sweep_file: a TOML sweep file; its folder's ``lrlab_plugins.py`` is loaded.
+    :param sweep_file: a TOML sweep file; its folder's ``lrlab_plugins.py`` is loaded
+        (without one, the ``lrlab_plugins.py`` of ``cwd``).
     :param plugins: plugin objects to register (modules, classes, instances).
     :param extra_plugins: module names to load, or ``no:NAME`` to block one (``-p``).
     :param keyword: a ``-k`` expression selecting runs by id.
     :param fresh: ignore stored results and start over.
-    :param exitfirst: stop after the first run that errors.
-    :param overrides: any sweep key: ``lr=[1e-3, 1e-2]``, ``epochs=5``, ``model="cnn"``,
-        ``name="mine"``, ``out="reports"``, ``thresholds={...}`` ...
+    :param exitfirst: stop after the first run that errors (``-x``).
+    :param report: write the HTML report.
+    :param collect_only: check everything and list the runs (``result.collected``); train
+        and write nothing (``--collect-only``).
+    :param junit_xml: also write each run as a JUnit test case to this file.
+    :param overrides: any setting of :data:`lrlab.settings.SWEEP`: ``lr=[1e-3, 1e-2]``,
+        ``epochs=5``, ``model="cnn"``, ``name="mine"``, ``thresholds={...}`` or
+        ``thresholds=["overfit_gl=10"]`` ...
     """
     path = Path(sweep_file) if sweep_file is not None else None
     cwd = Path(cwd) if cwd else Path.cwd()
-    config = build_config(path, overrides, cwd=cwd,
-                          command_line=" ".join(sys.argv) if sys.argv else "")
+    if command_line is None:
+        command_line = " ".join(sys.argv) if sys.argv else ""
+    config = build_config(path, overrides, cwd=cwd, command_line=command_line)
+    junit = check_junit_path(junit_xml) if junit_xml is not None and not collect_only \
+        else None
     local = [path.parent] if path is not None else [cwd]
     prepared = prepare(config, extra_plugins=extra_plugins, plugins=plugins,
-                       keyword=keyword, local_dirs=local)
-    return execute(prepared, fresh=fresh, exitfirst=exitfirst, report=report)
+                       keyword=keyword, local_dirs=local, load_data=not collect_only)
+    if collect_only:
+        return SweepResult(config, pd.DataFrame(), pd.DataFrame(), config.out_dir, 0.0,
+                           collected=[r.run_id for r in prepared.runs])
+    result = execute(prepared, fresh=fresh, exitfirst=exitfirst, report=report)
+    if junit is not None:
+        from lrlab.junit import write_junit
+
+        write_junit(result, junit)
+    return result
+
+
+def check_junit_path(path: str | Path) -> Path:
+    """That a JUnit file can be written at ``path`` (before anything is trained)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"--junit-xml {path} is a folder")
+    if not path.resolve().parent.is_dir():
+        raise UsageError(f"--junit-xml: folder {path.resolve().parent} does not exist")
+    return path

@@ -18,7 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from lrlab import hookimpl
+from lrlab.markers import hookimpl
 from lrlab.results import best_configuration
 
 COLOURS = {"ok": "green", "overfit": "dark_orange", "underfit": "blue",

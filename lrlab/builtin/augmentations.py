@@ -11,8 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lrlab import hookimpl
 from lrlab.errors import UsageError
+from lrlab.markers import hookimpl
 
 
 def _check(ok: bool, message: str) -> None:

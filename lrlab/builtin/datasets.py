@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lrlab import hookimpl
 from lrlab.data import Data
 from lrlab.errors import UsageError
+from lrlab.markers import hookimpl
 
 
 def digits(root: str) -> Data:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from lrlab import hookimpl
 from lrlab.config import Run
 from lrlab.executors import Context, one_by_one
+from lrlab.markers import hookimpl
 from lrlab.results import RunResult
 
 

@@ -7,8 +7,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from lrlab import hookimpl
 from lrlab.errors import UsageError
+from lrlab.markers import hookimpl
 
 
 def cross_entropy(num_classes: int):

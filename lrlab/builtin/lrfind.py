@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from lrlab import hookimpl
+from lrlab.markers import hookimpl
 
 
 @hookimpl
@@ -46,7 +46,7 @@ def lrlab_report_sections(runs, history, manifest):
     info = json.loads((folder / "lrfind.json").read_text(encoding="utf-8"))
     if not _used_by_sweep(info, manifest or {}):
         return None
-    from lrlab.report import Section
+    from lrlab.report.sections import Section
 
     return [Section("Learning-rate finder", section_html(info, folder / "lrfind.png"))]
 

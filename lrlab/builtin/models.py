@@ -6,8 +6,8 @@ import math
 
 from torch import nn
 
-from lrlab import hookimpl
 from lrlab.errors import UsageError
+from lrlab.markers import hookimpl
 
 
 def linear(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:

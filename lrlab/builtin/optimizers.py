@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from lrlab import hookimpl
 from lrlab.errors import UsageError
+from lrlab.markers import hookimpl
 
 
 def sgd(params, lr: float, *, momentum: float = 0.0, nesterov: bool = False,

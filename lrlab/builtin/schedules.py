@@ -13,8 +13,8 @@ from typing import Literal
 
 from torch.optim.lr_scheduler import LambdaLR
 
-from lrlab import hookimpl
 from lrlab.errors import UsageError
+from lrlab.markers import hookimpl
 
 
 def _check(ok: bool, message: str) -> None:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from lrlab import hookimpl
 from lrlab.errors import UsageError
+from lrlab.markers import hookimpl
 from lrlab.verdicts import generalization_loss
 
 

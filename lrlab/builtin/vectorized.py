@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Generator, Iterator
 
-from lrlab import hookimpl
 from lrlab.config import Run
 from lrlab.executors import Context, one_by_one
+from lrlab.markers import hookimpl
 from lrlab.results import RunResult
 from lrlab.vectorized.plan import Plan, group_key, plan_group
 from lrlab.vectorized.trainer import train_group

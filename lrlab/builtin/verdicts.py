@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lrlab import hookimpl
+from lrlab.markers import hookimpl
 from lrlab.verdicts import builtin_diagnose
 
 

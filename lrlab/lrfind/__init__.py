@@ -6,7 +6,8 @@
 
 Modules: ``core`` (the test on any model and optimizer, the rules), ``finder``
 (``lr_find`` on registered components, the result and its files), ``plot`` (the
-figure), ``auto`` (``--lr auto`` for sweeps), ``command`` (the Typer command).
+figure), ``auto`` (``--lr auto`` for sweeps), ``command`` (the Typer command),
+``settings`` (the test's settings, declared once: defaults, checks, help).
 """
 
 from lrlab.lrfind.auto import grid_around, resolve_auto_lr

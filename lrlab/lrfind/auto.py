@@ -28,12 +28,13 @@ import numpy as np
 
 from lrlab.errors import UsageError
 from lrlab.lrfind.finder import LRFindResult, lr_find, settings_key
+from lrlab.lrfind.settings import RANGE_TEST, TEST_SETTINGS
 
 AUTO_RULE = "minimum"  # the suggestion the grid is centred on (see the module doc)
 AUTO_COUNT = 5  # learning rates per "auto" without ":N"
 AUTO_DECADES = 1.0  # how far the grid reaches each side of the suggestion, in decades
-TEST = {"start_lr": 1e-7, "end_lr": 10.0, "steps": 100, "mode": "exp", "diverge": 4.0,
-        "beta": 0.98}
+# the test's own settings, at their declared defaults (the seeds are the sweep's)
+TEST = {name: RANGE_TEST[name].default for name in TEST_SETTINGS}
 PENDING_ATTR = "lrfind_pending"  # where the result waits on the SweepConfig
 _AUTO = re.compile(r"^auto(?::(\d+))?$")
 

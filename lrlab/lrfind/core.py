@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,9 +19,8 @@ import pandas as pd
 import torch
 
 from lrlab.data import fork_rng, take_rows
-from lrlab.errors import UsageError
+from lrlab.lrfind.settings import default, one_value, read_test, smooth_or_beta
 
-MODES = ("exp", "linear")
 RULES = ("steepest", "minimum", "valley")
 LABELS = {"steepest": "steepest", "minimum": "minimum ÷ 10", "valley": "valley"}
 EXPLANATIONS = {
@@ -35,38 +34,8 @@ EXPLANATIONS = {
 CURVE_COLUMNS = ["seed", "step", "lr", "loss", "smoothed"]
 
 
-MAX_LR = 1e6  # the largest rate a range test may try
-
-
-def check_settings(*, start_lr: float, end_lr: float, steps: int, mode: str = "exp",
-                   diverge: float = 4.0, beta: float = 0.98, batch_size: int = 32,
-                   seeds: int | Sequence[int] = 1) -> None:
-    """Raise a one-line :class:`UsageError` for a setting the range test cannot run with."""
-    for name, value in (("--start-lr", start_lr), ("--end-lr", end_lr)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise UsageError(f"{name} must be a positive learning rate, got {value!r}")
-        if value > MAX_LR:  # far past any divergence; the plot's axes overflow beyond
-            raise UsageError(f"{name} must be at most {MAX_LR:g}, got {value:g}")
-    if start_lr >= end_lr:
-        raise UsageError(f"--start-lr ({start_lr:g}) must be below --end-lr ({end_lr:g})")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise UsageError(f"--steps must be an integer >= 2, got {steps!r}")
-    if mode not in MODES:
-        raise UsageError(f"--mode must be exp or linear, got {mode!r}")
-    if not (math.isfinite(diverge) and diverge > 1):
-        raise UsageError(f"--diverge must be a multiple of the best loss above 1, "
-                         f"got {diverge!r}")
-    if not 0 <= beta < 1:
-        raise UsageError(f"--smooth must be in [0, 1) (an EMA factor), got {beta!r}")
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {batch_size!r}")
-    if isinstance(seeds, int) and seeds < 1:
-        raise UsageError(f"--seeds must be >= 1, got {seeds!r}")
-    if not isinstance(seeds, int) and not list(seeds):
-        raise UsageError("the range test needs at least one seed")
-
-
-def lr_schedule(start_lr: float, end_lr: float, steps: int, mode: str = "exp") -> np.ndarray:
+def lr_schedule(start_lr: float, end_lr: float, steps: int,
+                mode: str = default("mode")) -> np.ndarray:
     """The learning rate of each step: ``start_lr`` at step 0, ``end_lr`` at the last."""
     t = np.arange(steps) / (steps - 1)
     if mode == "exp":
@@ -76,10 +45,15 @@ def lr_schedule(start_lr: float, end_lr: float, steps: int, mode: str = "exp") -
 
 def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-               x: torch.Tensor, y: torch.Tensor, *, start_lr: float = 1e-7,
-               end_lr: float = 10.0, steps: int = 100, mode: str = "exp",
-               batch_size: int = 32, diverge: float = 4.0, beta: float = 0.98,
-               seed: int = 0) -> pd.DataFrame:
+               x: torch.Tensor, y: torch.Tensor, *,
+               start_lr: float = default("start_lr"),
+               end_lr: float = default("end_lr"),
+               steps: int = default("steps"),
+               mode: str = default("mode"),
+               batch_size: int = default("batch_size"),
+               diverge: float = default("diverge"),
+               smooth: float = default("smooth"),
+               seed: int = 0, beta: float | None = None) -> pd.DataFrame:
     """Run one range test on ``model`` with ``optimizer``; restore both afterwards.
 
     Each step sets every parameter group's learning rate, trains on one mini-batch of
@@ -90,10 +64,18 @@ def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     gradients, train/eval mode, optimizer state and learning rates are put back
     bit-for-bit, and the caller's random number generators are untouched.
 
+    The settings, their defaults and their checks are declared in
+    :data:`lrlab.lrfind.settings.RANGE_TEST`; ``smooth`` is the factor of the loss's
+    exponential moving average (``beta``: its old name).
+
     :return: one row per step taken: ``step lr loss smoothed``.
     """
-    check_settings(start_lr=start_lr, end_lr=end_lr, steps=steps, mode=mode,
-                   diverge=diverge, beta=beta, batch_size=batch_size)
+    checked = read_test({"start_lr": start_lr, "end_lr": end_lr, "steps": steps,
+                         "mode": mode, "diverge": diverge,
+                         "smooth": smooth_or_beta(smooth, beta)})
+    start_lr, end_lr, steps = checked["start_lr"], checked["end_lr"], checked["steps"]
+    mode, diverge, factor = checked["mode"], checked["diverge"], checked["smooth"]
+    batch_size = one_value("batch_size", batch_size)
     device = x.device
     lrs = lr_schedule(start_lr, end_lr, steps, mode)
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -122,8 +104,8 @@ def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 loss.backward()
                 optimizer.step()
                 value = loss.item()
-                average = beta * average + (1 - beta) * value
-                smoothed = average / (1 - beta ** (step + 1))  # bias correction
+                average = factor * average + (1 - factor) * value
+                smoothed = average / (1 - factor ** (step + 1))  # bias correction
                 rows.append({"step": step, "lr": lr, "loss": value, "smoothed": smoothed})
                 if not math.isfinite(smoothed) or smoothed > diverge * best:
                     break

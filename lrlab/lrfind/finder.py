@@ -19,19 +19,27 @@ from typing import Any
 import pandas as pd
 import torch
 
-from lrlab.config import DEFAULTS
 from lrlab.data import Split, stratified_split
 from lrlab.errors import UsageError
 from lrlab.lrfind.core import (
     CURVE_COLUMNS,
     RULES,
     Suggestion,
-    check_settings,
     diverged_step,
     range_test,
     suggestions_of,
 )
-from lrlab.registry import Spec, parse_spec
+from lrlab.lrfind.settings import (
+    SHARED,
+    default,
+    one_value,
+    read,
+    read_test,
+    seed_list,
+    smooth_or_beta,
+)
+from lrlab.registry import Spec
+from lrlab.settings import SWEEP
 
 CURVE_FILE = "lrfind.parquet"
 SUMMARY_FILE = "lrfind.json"
@@ -132,7 +140,10 @@ class LRFindResult:
                                                info["suggestions"][rule]["per_seed"].items()})
                        for rule in RULES}
         diverged = {int(k): v for k, v in info["diverged_at"].items()}
-        return cls(curve, suggestions, info["settings"], diverged, info.get("wall_s", 0.0),
+        settings = dict(info["settings"])
+        if "beta" in settings and "smooth" not in settings:  # written before the rename
+            settings["smooth"] = settings.pop("beta")
+        return cls(curve, suggestions, settings, diverged, info.get("wall_s", 0.0),
                    info.get("auto"))
 
 
@@ -160,26 +171,39 @@ def settings_key(settings: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def lr_find(model: str | Spec = DEFAULTS["model"][0],
-            dataset: str | Spec = DEFAULTS["dataset"][0],
-            optimizer: str | Spec = DEFAULTS["optimizer"][0],
-            loss: str | Spec = DEFAULTS["loss"][0], *,
-            batch_size: int = DEFAULTS["batch_size"][0], start_lr: float = 1e-7,
-            end_lr: float = 10.0, steps: int = 100, mode: str = "exp", diverge: float = 4.0,
-            beta: float = 0.98, seeds: int | Sequence[int] = 1, device: str | torch.device = "auto",
-            data_root: str = "data", download: bool = False,
-            split: tuple[float, float, float] = (0.6, 0.2, 0.2), split_seed: int = 0,
+def lr_find(model: str | Spec = default("model"),
+            dataset: str | Spec = default("dataset"),
+            optimizer: str | Spec = default("optimizer"),
+            loss: str | Spec = default("loss"), *,
+            batch_size: int = default("batch_size"),
+            start_lr: float = default("start_lr"),
+            end_lr: float = default("end_lr"),
+            steps: int = default("steps"),
+            mode: str = default("mode"),
+            diverge: float = default("diverge"),
+            smooth: float = default("smooth"),
+            seeds: int | Sequence[int] = default("seeds"),
+            device: str | torch.device = default("device"),
+            data_root: str = default("data_root"),
+            download: bool = default("download"),
+            split: tuple[float, float, float] = default("split"),
+            split_seed: int = default("split_seed"),
             plugins: Iterable[Any] = (), extra_plugins: Sequence[str] = (),
             local_dirs: Iterable[Path] = (), host: Any = None,
-            data: Split | None = None) -> LRFindResult:
+            data: Split | None = None, beta: float | None = None) -> LRFindResult:
     """Run the learning-rate range test on registered components.
 
+    Every setting's default and check is its declaration's: the test's own in
+    :data:`lrlab.lrfind.settings.RANGE_TEST`, the rest in :data:`lrlab.settings.SWEEP`
+    (a bad value is one line of :class:`UsageError`).
+
     :param model, dataset, optimizer, loss: components as written on the command line
-        (``"mlp(width=64)"``) or :class:`Spec` objects.
+        (``"mlp(width=64)"``) or :class:`Spec` objects; one of each.
     :param start_lr, end_lr, steps, mode: the rates tried: ``steps`` rates from
         ``start_lr`` to ``end_lr``, spaced evenly in log (``exp``) or linearly.
     :param diverge: stop once the smoothed loss exceeds this multiple of its best.
-    :param beta: the smoothing factor of the loss's exponential moving average.
+    :param smooth: the smoothing factor of the loss's exponential moving average
+        (``beta``: its old name, still accepted).
     :param seeds: a number N (seeds 0..N-1) or the seeds themselves; each seed builds
         a fresh model and draws its own batches, and each rule reports its median.
     :param host: an already loaded :class:`lrlab.plugins.Plugins` (else plugins are
@@ -190,11 +214,20 @@ def lr_find(model: str | Spec = DEFAULTS["model"][0],
     from lrlab.engine import resolve_device
     from lrlab.plugins import load_plugins
 
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-    check_settings(start_lr=start_lr, end_lr=end_lr, steps=steps, mode=mode, diverge=diverge,
-                   beta=beta, batch_size=batch_size, seeds=seeds)
-    specs = {"model": parse_spec(model, "model"), "dataset": parse_spec(dataset, "dataset"),
-             "optimizer": parse_spec(optimizer, "optimizer"), "loss": parse_spec(loss, "loss")}
+    test = read_test({"start_lr": start_lr, "end_lr": end_lr, "steps": steps, "mode": mode,
+                      "diverge": diverge, "smooth": smooth_or_beta(smooth, beta)})
+    start_lr, end_lr, steps = test["start_lr"], test["end_lr"], test["steps"]
+    mode, diverge, smooth = test["mode"], test["diverge"], test["smooth"]
+    batch_size = one_value("batch_size", batch_size)
+    seed_numbers = seed_list(seeds)
+    specs = {kind: one_value(kind, value) for kind, value in
+             (("model", model), ("dataset", dataset), ("optimizer", optimizer), ("loss", loss))}
+    if not isinstance(device, torch.device):
+        device = read(SHARED["device"], device)
+    data_root = read(SHARED["data_root"], data_root)
+    download = read(SHARED["download"], download)
+    split = read(SWEEP["split"], split)
+    split_seed = read(SWEEP["split_seed"], split_seed)
     if host is None:
         host = load_plugins(list(extra_plugins), plugins=plugins, local_dirs=local_dirs)
     registry = host.registry
@@ -211,7 +244,7 @@ def lr_find(model: str | Spec = DEFAULTS["model"][0],
 
     start = time.perf_counter()
     curves, diverged_at = [], {}
-    for seed in seed_list:
+    for seed in seed_numbers:
         torch.manual_seed(seed)  # the model's initialization, as the engine seeds it
         net = registry.build("model", specs["model"], data.input_shape,
                              data.num_classes).to(dev)
@@ -219,15 +252,15 @@ def lr_find(model: str | Spec = DEFAULTS["model"][0],
         opt = registry.build("optimizer", specs["optimizer"], net.parameters(), start_lr)
         curve = range_test(net, opt, loss_fn, x, y, start_lr=start_lr, end_lr=end_lr,
                            steps=steps, mode=mode, batch_size=batch_size, diverge=diverge,
-                           beta=beta, seed=seed)
+                           smooth=smooth, seed=seed)
         diverged_at[seed] = diverged_step(curve, diverge)
         curves.append(curve.assign(seed=seed))
     wall = time.perf_counter() - start
     curve = pd.concat(curves, ignore_index=True)[CURVE_COLUMNS]
     curve = curve.astype({"seed": "int64", "step": "int64"})
     settings = {k: str(v) for k, v in specs.items()}
-    settings.update(batch_size=batch_size, start_lr=float(start_lr), end_lr=float(end_lr),
-                    steps=steps, mode=mode, diverge=float(diverge), beta=float(beta),
-                    seeds=seed_list, split=list(split), split_seed=split_seed,
+    settings.update(batch_size=batch_size, start_lr=start_lr, end_lr=end_lr, steps=steps,
+                    mode=mode, diverge=diverge, smooth=smooth, seeds=seed_numbers,
+                    split=list(split), split_seed=split_seed,
                     device=dev.type, train_size=len(y))
     return LRFindResult(curve, suggestions_of(curve, steps), settings, diverged_at, wall)

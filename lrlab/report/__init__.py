@@ -29,14 +29,18 @@ __all__ = ["PluginSections", "Section", "render", "write_report"]
 REPORT_FILE = "index.html"
 
 
-def write_report(folder: str | Path, plugins: Any = None) -> Path:
-    """Build ``<folder>/index.html`` from the stored results and return its path.
+def write_report(folder: str | Path, plugins: Any = None,
+                 extra_plugins: Sequence[str] = ()) -> Path:
+    """Build ``<folder>/index.html`` from the stored results and return its path: the same
+    page as ``lrlab report FOLDER``.
 
     :param folder: a sweep's results folder (``runs.parquet``, ``history.parquet``,
         ``manifest.json``).
     :param plugins: the :class:`lrlab.plugins.Plugins` host whose
         ``lrlab_report_sections`` implementations add sections; ``None`` loads the
-        default plugins.
+        plugins the sweep loaded, as its manifest records them
+        (:class:`lrlab.plugins.PluginRecipe`).
+    :param extra_plugins: more ``-p`` arguments, when ``plugins`` is None.
     :raises lrlab.UsageError: the folder holds no results.
     :raises lrlab.PluginError: a plugin's section hook failed, naming the plugin.
     """
@@ -47,9 +51,9 @@ def write_report(folder: str | Path, plugins: Any = None) -> Path:
     runs, history, manifest = load_results(folder)
     manifest["folder"] = str(folder)  # where it is now (it may have moved since the sweep)
     if plugins is None:
-        from lrlab.plugins import load_plugins
+        from lrlab.plugins import PluginRecipe, load_recipe
 
-        plugins = load_plugins()
+        plugins = load_recipe(PluginRecipe.from_manifest(manifest).with_extra(extra_plugins))
     extra = collect(plugins, runs=runs.copy(), history=history.copy(),
                     manifest=copy.deepcopy(manifest))
     page = render(runs, history, manifest, extra, name=manifest.get("name") or folder.name,
@@ -64,8 +68,8 @@ def render(runs: pd.DataFrame, history: pd.DataFrame, manifest: dict[str, Any],
            started: float | None = None, registry: Any = None) -> str:
     """The report page as a string (nothing is written). ``registry`` (the plugins'
     components) lets the schedule figure replay each run's LR per batch."""
-    from lrlab import __version__
     from lrlab.report import analysis
+    from lrlab.version import __version__
 
     started = time.perf_counter() if started is None else started
     sw = analysis.view(runs, history, manifest, name, registry)

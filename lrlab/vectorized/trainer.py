@@ -26,17 +26,16 @@ import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from lrlab.config import Run
 from lrlab.data import take_rows
 from lrlab.engine import Trained, build_augment, cpu_threads
+from lrlab.epochs import EpochRule
 from lrlab.vectorized.optim import BatchedOptimizer
 from lrlab.vectorized.plan import Plan
 from lrlab.vectorized.stacked import StackedModel
-from lrlab.verdicts import divergence
 
 # a batch shape is traced into a graph (about 0.1-0.3 s) only when it will be stepped at
 # least this often: each traced call saves about a millisecond of eager vmap overhead
@@ -49,7 +48,7 @@ class Member:
 
     run: Run
     lrs: list[float]  # the LR of each of its steps
-    stopper: Any
+    rule: EpochRule  # its stopper and the end-of-epoch checks, as engine.train applies them
     gen: torch.Generator  # its batch order, seeded as the local executor seeds it
     rng: tuple[torch.Tensor, ...] = ()  # its global RNG state for augmentation draws
     history: list[dict[str, float]] = field(default_factory=list)
@@ -104,8 +103,9 @@ def train_group(plan: Plan, context) -> Iterator[Finished]:
         gen = torch.Generator(device=device).manual_seed(run.seed)  # batch order
         models.append(registry.build("model", run.model, data.input_shape,
                                      data.num_classes).to(device))
-        members.append(Member(run, table, registry.build("stopper", run.stopper), gen,
-                              rng_state(device)))
+        rule = EpochRule(run, registry.build("stopper", run.stopper), settings.thresholds,
+                         context.epoch_end)
+        members.append(Member(run, table, rule, gen, rng_state(device)))
         hypers.append(hyper)
     if not members:
         return
@@ -144,24 +144,17 @@ def train_group(plan: Plan, context) -> Iterator[Finished]:
     clock.charge(members)
 
     def end_of_epoch(m: Member, row: int, epoch: int, metrics: dict[str, float]) -> bool:
-        """Record the epoch as engine.train does; True when the member is done."""
-        if divergence(m.history, settings.thresholds):
-            m.stopped_by = "diverged"  # a run that cannot recover stops; its record is final
-            return True
+        """Apply the end-of-epoch rule as engine.train does; True when the member is done.
+        An exception from its stopper or a plugin hook is that member's error only."""
         try:
-            stop = m.stopper.update(epoch, metrics)
-            if getattr(m.stopper, "restore_best", False) and m.stopper.best_epoch == epoch:
+            decision = m.rule.after_epoch(m.history, epoch, metrics)
+            if decision.snapshot:
                 m.best = stacked.snapshot(row)
-            if context.epoch_end(m.run, epoch, metrics):
-                m.stopped_by = "plugin"
-                return True
         except Exception:
             m.error = traceback.format_exc()
             return True
-        if stop:
-            m.stopped_by = "stopper"
-            return True
-        return epoch == m.run.epochs
+        m.stopped_by = decision.stopped_by
+        return m.stopped_by is not None or epoch == m.run.epochs
 
     for epoch in range(1, max(m.run.epochs for m in members) + 1):
         live = [row for row, m in enumerate(slots) if m is not None]
@@ -248,19 +241,17 @@ def finish(members: list[Member], rows: list[int], stacked: StackedModel, data, 
     tested = [(m, row) for m, row in zip(members, rows, strict=True) if not m.error]
     results: dict[int, tuple[float, float]] = {}
     if tested:
-        restore = [getattr(m.stopper, "restore_best", False) and m.best is not None and m.stopped_by != "diverged"
-                   for m, _ in tested]
         params, buffers = stacked.take(torch.tensor([row for _, row in tested],
                                                     device=stacked.device))
-        for i, ((m, _), r) in enumerate(zip(tested, restore, strict=True)):
-            if r:  # the stopper's best epoch, as engine.train restores it
+        for i, (m, _) in enumerate(tested):
+            m.restored = m.rule.restore_epoch(m.stopped_by)
+            if m.restored is not None:  # the stopper's best epoch, as engine.train restores it
                 for name, value in m.best.items():
                     params[name][i] = value
         with threads():
             losses, accs = stacked.evaluate(params, buffers, *data.test, chunk)
         for i, (m, _) in enumerate(tested):
             results[id(m)] = (losses[i], accs[i])
-            m.restored = m.stopper.best_epoch if restore[i] else None
     clock.charge(members)
     for m in members:
         if m.error:

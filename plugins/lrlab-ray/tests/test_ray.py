@@ -3,6 +3,7 @@ executor's answers, stores results as they arrive, survives errors and crashes, 
 """
 
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -13,12 +14,12 @@ import lrlab_ray
 import pandas as pd
 import pytest
 import torch
-from lrlab_ray.worker import HostSpec, LocalFile, build_host, host_spec, worker_device
+from lrlab_ray.worker import worker_device
 from typer.testing import CliRunner
 
 from lrlab.cli import app
 from lrlab.errors import UsageError
-from lrlab.plugins import load_plugins
+from lrlab.plugins import LocalFile, PluginRecipe, load_plugins
 from lrlab.registry import parse_spec
 from lrlab.sweep import run_sweep
 from lrlab.testing import entry_point, run_tiny_sweep
@@ -67,14 +68,14 @@ def test_a_worker_loads_the_drivers_plugins(tmp_path, monkeypatch):
     (local / "lrlab_plugins.py").write_text(LOCAL_PLUGIN.format(name="from_local"))
     driver = load_plugins(["ray_test_pmod", "no:builtin.vectorized"], local_dirs=[local],
                           plugins=[ApiPlugin()])
-    spec = host_spec(driver)
-    assert spec.modules == ("ray_test_pmod",)
-    assert spec.local_files == (LocalFile(str(local), (local / "lrlab_plugins.py")
-                                          .read_text()),)
-    assert "builtin.vectorized" in spec.blocked
-    assert "lrlab-ray" in spec.entry_points
-    assert spec.skipped == ("api-plugin",)
-    worker = build_host(spec)
+    recipe = PluginRecipe.of(driver)
+    assert recipe.modules == ("ray_test_pmod",)
+    assert recipe.local_files == (LocalFile(str(local / "lrlab_plugins.py"),
+                                            (local / "lrlab_plugins.py").read_text()),)
+    assert "builtin.vectorized" in recipe.blocked
+    assert "lrlab-ray" in recipe.entry_points
+    assert recipe.unnamed == ("api-plugin",)
+    worker = pickle.loads(pickle.dumps(recipe)).load()  # as a Ray task receives it
     assert set(worker.info) == set(driver.info) - {"api-plugin"}
     assert worker.registry.names("model") == driver.registry.names("model")
     assert {"from_p", "from_local"} <= set(worker.registry.names("model"))
@@ -84,9 +85,10 @@ def test_a_worker_loads_the_drivers_plugins(tmp_path, monkeypatch):
 def test_a_local_plugin_file_reaches_a_node_without_its_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     source = LOCAL_PLUGIN.format(name="shipped")
-    spec = HostSpec(local_files=(LocalFile("/nowhere/on/this/node", source),))
-    assert "shipped" in build_host(spec).registry.names("model")
-    [written] = tmp_path.glob("lrlab-ray-*/lrlab_plugins.py")
+    recipe = PluginRecipe(local_files=(LocalFile("/nowhere/on/this/node/lrlab_plugins.py",
+                                                 source),))
+    assert "shipped" in recipe.load().registry.names("model")
+    [written] = tmp_path.glob("lrlab-plugins-*/lrlab_plugins.py")
     assert written.read_text() == source
 
 

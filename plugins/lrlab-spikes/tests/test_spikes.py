@@ -80,5 +80,5 @@ def test_sweep_flags_a_too_high_lr_and_reports_it_with_a_figure(lrlab_sweep):
 def test_a_stable_sweep_gets_a_one_line_section_without_a_figure():
     runs = pd.DataFrame({"run_id": ["a"], "lr": [0.01], "verdict": ["ok"]})
     [section] = lrlab_spikes.lrlab_report_sections(runs, history([2.0, 1.0, 0.5], "a"), {})
-    assert isinstance(section, lrlab.report.Section)
+    assert isinstance(section, lrlab.Section)
     assert "trained stably" in section.html and "<img" not in section.html

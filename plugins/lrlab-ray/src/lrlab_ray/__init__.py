@@ -11,8 +11,7 @@ not import Ray: lrlab loads it on every sweep.
 
 from __future__ import annotations
 
-from lrlab import hookimpl
-from lrlab.errors import UsageError
+from lrlab import UsageError, hookimpl
 from lrlab_ray.executor import RayExecutor
 
 __version__ = "0.1.0"

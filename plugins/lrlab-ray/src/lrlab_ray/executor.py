@@ -13,11 +13,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from lrlab.config import Run, run_key
-from lrlab.errors import UsageError
-from lrlab.executors import Context
-from lrlab.results import RunResult
-from lrlab_ray.worker import host_spec, train_remote
+from lrlab import Context, PluginRecipe, Run, RunResult, UsageError
+from lrlab_ray.worker import train_remote
 
 
 class RayExecutor:
@@ -69,15 +66,16 @@ class RayExecutor:
             return
         import ray
 
-        spec = host_spec(context.plugins)
-        registers = [n for n in spec.skipped if context.plugins.info[n].registered]
+        recipe = PluginRecipe.of(context.plugins)
+        registers = [n for n in recipe.unnamed if context.plugins.info[n].registered]
         if registers:
             context.note(f"ray: components of plugin objects given through the Python API "
                          f"({', '.join(registers)}) exist only in the driver; runs that "
                          f"use them fail on Ray workers (install them or load them with -p)")
         config = context.config
         if not Path(config.data_root).is_absolute():  # workers may start in other folders
-            config = replace(config, data_root=str(Path(config.data_root).resolve()))
+            config = replace(config, values={**config.values,
+                                             "data_root": str(Path(config.data_root).resolve())})
         gpus = self._gpus(context)
         started = self._connect(ray)
         pending: dict = {}
@@ -88,7 +86,7 @@ class RayExecutor:
             token = uuid.uuid4().hex
             for run in runs:
                 ref = task.options(name=f"lrlab:{run.run_id}").remote(
-                    token, config_ref, spec, run, self.cpus_per_run, gpus)
+                    token, config_ref, recipe, run, self.cpus_per_run, gpus)
                 pending[ref] = run
             while pending and not context.stop_requested:
                 [ref], _ = ray.wait(list(pending), num_returns=1)
@@ -114,5 +112,5 @@ class RayExecutor:
             context.note(note)
         # the worker's config names the data root by its absolute path; the resume key
         # is the driver's, as for the local executor
-        result.summary["key"] = run_key(run, context.config)
+        result.summary["key"] = context.run_key(run)
         return result

@@ -140,8 +140,6 @@ def _lr(value: float | None) -> str:
 @lrlab.hookimpl
 def lrlab_report_sections(runs, history, manifest):
     """"Loss spikes and the learning rate": a table per configuration and a figure."""
-    from lrlab.report import Section
-
     th = _thresholds(((manifest or {}).get("config") or {}).get("thresholds"))
     title = "Loss spikes and the learning rate"
     if runs.empty:
@@ -149,9 +147,9 @@ def lrlab_report_sections(runs, history, manifest):
     table = stability(runs, history, th["spike_rise"])
     unstable = [rid for row in table for rid in row["unstable_runs"]]
     if not unstable:
-        return [Section(title, f"<p>No run's training loss rose above its best by more "
-                               f"than {th['spike_rise']:.0%} of its start: every learning "
-                               f"rate in this sweep trained stably.</p>")]
+        return [lrlab.Section(title, f"<p>No run's training loss rose above its best by "
+                                     f"more than {th['spike_rise']:.0%} of its start: every "
+                                     f"learning rate in this sweep trained stably.</p>")]
     esc = html.escape
     rows = "".join(f"<tr><td>{esc(r['config'])}</td><td>{_lr(r['stable'])}</td>"
                    f"<td>{_lr(r['unstable'])}</td></tr>" for r in table)
@@ -166,4 +164,4 @@ def lrlab_report_sections(runs, history, manifest):
             f'alt="training loss per epoch of the runs that spiked or diverged">'
             f"<p>Training loss of {shown} of {len(unstable)} unstable run(s), log "
             f"scale; triangles mark spikes.</p>")
-    return [Section(title, body)]
+    return [lrlab.Section(title, body)]
