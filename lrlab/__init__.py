@@ -25,7 +25,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Data": ("lrlab.data", "Data"),
     "Flag": ("lrlab.verdicts", "Flag"),
     "PluginError": ("lrlab.errors", "PluginError"),
-    "PluginRecipe": ("lrlab.plugins", "PluginRecipe"),
+    "PluginRecipe": ("lrlab.recipe", "PluginRecipe"),
     "Run": ("lrlab.config", "Run"),
     "RunResult": ("lrlab.results", "RunResult"),
     "Section": ("lrlab.report.sections", "Section"),
@@ -81,7 +81,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from lrlab.data import Data
     from lrlab.errors import PluginError, UsageError
     from lrlab.executors import Context
-    from lrlab.plugins import PluginRecipe
+    from lrlab.recipe import PluginRecipe
     from lrlab.registry import Spec
     from lrlab.report import write_report
     from lrlab.report.sections import Section

@@ -39,7 +39,8 @@ from lrlab.engine import resolve_device
 from lrlab.errors import PluginError, UsageError
 from lrlab.executors import Context
 from lrlab.keywords import keyword_matcher
-from lrlab.plugins import Plugins, load_plugins, recipe_of
+from lrlab.plugins import Plugins, load_plugins
+from lrlab.recipe import recipe_of
 from lrlab.results import ResultStore, RunResult
 from lrlab.verdicts import FAILING, VERDICTS, Flag, summary_line, verdict_of
 
@@ -214,8 +215,7 @@ def judge(host: Plugins, result: RunResult, thresholds: dict[str, float],
         answers = host.call("lrlab_diagnose", run=result.run, history=history,
                             summary=dict(summary), thresholds=dict(thresholds))
     except PluginError as exc:
-        summary["verdict"], summary["cause"], summary["flags"] = "error", "", str(exc)
-        summary["error"] = traceback.format_exc()
+        plugin_failed(summary, exc)
         return
     flags: list[Flag] = [f for answer in answers for f in (answer or [])]
     for f in flags:
@@ -224,6 +224,13 @@ def judge(host: Plugins, result: RunResult, thresholds: dict[str, float],
             summary["flags"] = f"a diagnosis gave the unknown verdict {f.verdict!r}"
             return
     summary["verdict"], summary["cause"], summary["flags"] = verdict_of(flags)
+
+
+def plugin_failed(summary: dict[str, Any], exc: PluginError) -> None:
+    """A plugin's hook raised while a run was judged or ended: the run is an ``error``, its
+    flag naming the plugin and the hook (:meth:`Plugins.call` says which), the traceback
+    kept; the sweep goes on."""
+    summary.update(verdict="error", cause="", flags=str(exc), error=traceback.format_exc())
 
 
 def rejudge(store: ResultStore, host: Plugins, config: SweepConfig,
@@ -268,8 +275,7 @@ def execute(prepared: Prepared, *, fresh: bool = False, exitfirst: bool = False,
         try:
             host.call("lrlab_run_end", run=result.run, result=result)
         except PluginError as exc:
-            result.summary.update(verdict="error", flags=str(exc),
-                                  error=traceback.format_exc())
+            plugin_failed(result.summary, exc)
         store.add(result)
         ran.append(result.run.run_id)
         if exitfirst and result.verdict == "error":

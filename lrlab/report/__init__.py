@@ -51,7 +51,7 @@ def write_report(folder: str | Path, plugins: Any = None,
     runs, history, manifest = load_results(folder)
     manifest["folder"] = str(folder)  # where it is now (it may have moved since the sweep)
     if plugins is None:
-        from lrlab.plugins import PluginRecipe, load_recipe
+        from lrlab.recipe import PluginRecipe, load_recipe
 
         plugins = load_recipe(PluginRecipe.from_manifest(manifest).with_extra(extra_plugins))
     extra = collect(plugins, runs=runs.copy(), history=history.copy(),

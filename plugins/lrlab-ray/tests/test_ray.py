@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from lrlab.cli import app
 from lrlab.errors import UsageError
-from lrlab.plugins import LocalFile, PluginRecipe, load_plugins
+from lrlab.plugins import load_plugins
+from lrlab.recipe import LocalFile, PluginRecipe
 from lrlab.registry import parse_spec
 from lrlab.sweep import run_sweep
 from lrlab.testing import entry_point, run_tiny_sweep
