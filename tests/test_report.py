@@ -337,10 +337,29 @@ def _row(**kw):
     return {**base, **kw}
 
 
+def test_a_model_lrlab_cannot_grow_or_regularize_gets_no_command_that_repeats_it():
+    """A plugin's model (here the built-in resnet18, which takes no parameters): the cure
+    names the need and points at the models' parameters, never the same model again."""
+    from lrlab.plugins import load_plugins
+
+    registry = load_plugins().registry
+    stuck = hint(_row(verdict="underfit", cause="stuck", lr=0.1, best_lr=0.1,
+                      model="resnet18"), registry)
+    assert "more capacity than resnet18" in stuck and stuck.endswith("next: lrlab list model "
+                                                                       "(each model's parameters)")
+    over = hint(_row(verdict="overfit", cause="gap", model="resnet18", augment="flip",
+                     gap_acc=0.2), registry)
+    assert "--model resnet18" not in over and "weight decay" in over
+    assert over.endswith("lrlab list model (the parameters of resnet18)")
+    grown = hint(_row(verdict="underfit", cause="stuck", lr=0.1, best_lr=0.1,
+                      model="cnn(channels=8)"), registry)
+    assert grown.endswith("--model 'cnn(channels=64)' --augment none --lr 0.1 --epochs 30")
+
+
 def test_hints_follow_the_numbers_and_never_contradict_the_run():
     assert hint(_row(verdict="overfit", cause="gl", best_epoch=7, gap_acc=0.2)) == (
         "val loss bottomed at epoch 7 of 30: stop earlier (early stopping) or augment; next: "
-        "lrlab sweep --model mlp --stopper 'patience(patience=5,restore_best=True)' --lr 0.1 "
+        "lrlab sweep --model mlp --augment none --stopper 'patience(patience=5,restore_best=True)' --lr 0.1 "
         "--epochs 30")
     assert "augment" in hint(_row(verdict="overfit", best_epoch=30, gap_acc=0.2))
     # a run whose stopper stopped and restored is never told to stop earlier
@@ -349,10 +368,10 @@ def test_hints_follow_the_numbers_and_never_contradict_the_run():
     assert "stop earlier" not in kept and "kept (7" in kept
     assert hint(_row(verdict="diverged", lr=1.0, epochs_run=2, train_loss=math.inf)) == \
         "diverged at lr 1 in epoch 2 (train loss ∞): the LR is too large: lower the LR by a " \
-        "decade (lr 0.1 did best); next: lrlab sweep --model mlp --lr 0.1 --epochs 30"
+        "decade (lr 0.1 did best); next: lrlab sweep --model mlp --augment none --lr 0.1 --epochs 30"
     # no best LR known: a decade below
     assert hint(_row(verdict="diverged", lr=3.0, best_lr=math.nan)).endswith(
-        "next: lrlab sweep --model mlp --lr 0.3 --epochs 30")
+        "next: lrlab sweep --model mlp --augment none --lr 0.3 --epochs 30")
     # blown up inside the epoch: the clean epoch loss looks tame, the batch loss does not
     assert hint(_row(verdict="diverged", lr=1.0, epochs_run=1, train_loss=2.42,
                      peak_loss=87.0)).startswith(
@@ -360,15 +379,20 @@ def test_hints_follow_the_numbers_and_never_contradict_the_run():
     assert hint(_row(verdict="underfit", cause="stuck", lr=1e-4, best_train_acc=0.19,
                      epochs_run=40)) == \
         "train acc 0.190 after 40 epochs at lr 0.0001: barely moved from chance: raise the " \
-        "LR (lr 0.1 did best); next: lrlab sweep --model mlp --lr 0.1 --epochs 30"
+        "LR (lr 0.1 did best); next: lrlab sweep --model mlp --augment none --lr 0.1 --epochs 30"
     # stuck at the best LR already: not "raise the LR", a bigger model
     at_best = hint(_row(verdict="underfit", cause="stuck", lr=0.1, best_lr=0.1))
     assert "raise the LR" not in at_best and "bigger model" in at_best
-    assert at_best.endswith("--model 'mlp(width=512),cnn' --lr 0.1 --epochs 30")
+    assert at_best.endswith("--model 'mlp(width=512),cnn' --augment none --lr 0.1 --epochs 30")
     assert "lower the LR" in hint(_row(verdict="underfit", cause="stuck", lr=1.0))
+    # dropout keeps the model's other parameters
+    wide = hint(_row(verdict="overfit", cause="gap", model="mlp(width=256)", augment="flip",
+                     gap_acc=0.2))
+    assert wide.endswith("--model 'mlp(width=256,dropout=0.3)' --augment flip --lr 0.1 "
+                         "--epochs 30")
     longer = hint(_row(verdict="underfit", cause="still_improving", lr=0.1, epochs=30))
     assert "train longer (--epochs 60)" in longer and "raise the LR" not in longer
-    assert longer.endswith("next: lrlab sweep --model mlp --lr 0.1 --epochs 60")
+    assert longer.endswith("next: lrlab sweep --model mlp --augment none --lr 0.1 --epochs 60")
     # a run that already used one-cycle is not told to try it
     warm = hint(_row(verdict="unstable", cause="spikes", lr=1.0, schedule="onecycle"))
     assert "warm up" not in warm and "--schedule onecycle " in warm  # its own schedule kept

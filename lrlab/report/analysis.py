@@ -246,10 +246,14 @@ def command(row: dict[str, Any], **flags: str) -> str:
             "stopper": row.get("stopper"), "lr": fmt(row.get("lr"), "lr"),
             "epochs": fmt(row.get("epochs"), "int")}
     axes.update(flags)
+    from lrlab.settings import SWEEP
+
     parts = ["lrlab sweep"]
     for name, value in axes.items():
-        if value is None or value == "" or value == "—" or (
-                name not in flags and name not in ("dataset", "model", "lr", "epochs")):
+        # the run's own values, less those the default sweep has anyway
+        default = name not in ("dataset", "model", "lr", "epochs") and \
+            str(value) == SWEEP[name].shown_default()
+        if value is None or value == "" or value == "—" or (name not in flags and default):
             continue
         parts.append(f"--{name.replace('_', '-')} {shlex.quote(str(value))}")
     return " ".join(parts)
@@ -265,8 +269,11 @@ def _lrs(*values: float) -> str:
     return ",".join(out)
 
 
-def hint(row: dict[str, Any]) -> str:
-    """One line: the cause, the cure, and the next command; never against the run."""
+def hint(row: dict[str, Any], registry: Any = None) -> str:
+    """One line: the cause, the cure, and the next command; never against the run.
+
+    ``registry`` (the sweep's components) lets a cure that changes the model use the
+    model's own parameters (``width``, ``channels``, ``dropout``)."""
     verdict, lr, best_lr = row["verdict"], row["lr"], row.get("best_lr", math.nan)
     cause = str(row.get("cause") or "")
     ran = int(row["epochs_run"]) if row["epochs_run"] == row["epochs_run"] else 0
@@ -307,15 +314,22 @@ def hint(row: dict[str, Any]) -> str:
         if known and lr < best_lr:
             return f"{head}: raise the LR{best}{nxt}{command(row, lr=_lrs(best_lr))}"
         if known:  # the best rate already: more capacity, not another rate
+            bigger = _bigger(row, registry)
+            if bigger is None:  # a plugin's model: lrlab cannot say how to grow it
+                return (f"{head}, at the best LR: use a model with more capacity than "
+                        f"{row.get('model')}{nxt}lrlab list model (each model's parameters)")
             return (f"{head}, at the best LR: use a bigger model"
-                    f"{nxt}{command(row, model=_bigger(row))}")
+                    f"{nxt}{command(row, model=bigger)}")
         return (f"{head}: raise the LR or use a bigger model"
                 f"{nxt}{command(row, lr=_lrs(lr * 3, lr * 10))}")
     if verdict == "overfit":
         plain = str(row.get("augment", "none")) in ("none", "")
-        cure = "augment" if plain else "regularize more (dropout, weight decay)"
+        regularized = None if plain else _regularized(row, registry)
+        cure = "augment" if plain else "regularize more (dropout, weight decay)" \
+            if regularized else "regularize more (weight decay, a smaller model)"
         fix = command(row, augment="none,noise") if plain else \
-            command(row, model=_regularized(row))
+            command(row, model=regularized) if regularized else \
+            f"lrlab list model (the parameters of {row.get('model')})"
         gap = fmt(row.get("tested_gap_acc", row["gap_acc"]), "acc")
         rule = "GL" if cause == "gl" else "gap"
         restored = int(row.get("restored_epoch") or 0) > 0
@@ -334,25 +348,58 @@ def hint(row: dict[str, Any]) -> str:
     return ""
 
 
-def _bigger(row: dict[str, Any]) -> str:
-    """A model with more capacity than the run's (a wider MLP, a CNN, more channels)."""
+def _spec_params(spec_text: str, kind: str, registry: Any) -> tuple[Any, dict[str, Any]]:
+    """The component ``spec_text`` and the parameters its factory takes (``{}`` when the
+    registry is not at hand or does not know it)."""
+    from lrlab.registry import parse_spec
+
+    try:
+        spec = parse_spec(spec_text, kind)
+    except Exception:
+        return None, {}
+    if registry is None:
+        return spec, {}
+    try:
+        return spec, dict(registry.get(kind, spec.name).params)
+    except Exception:
+        return spec, {}
+
+
+def _with(spec: Any, **params: Any) -> str:
+    """``spec`` with ``params`` set, keeping its other parameters."""
+    merged = {**spec.kwargs, **params}
+    inner = ",".join(f"{k}={v}" for k, v in merged.items())
+    return f"{spec.name}({inner})" if inner else spec.name
+
+
+def _bigger(row: dict[str, Any], registry: Any = None) -> str | None:
+    """A model with more capacity than the run's (a wider MLP, a CNN, more channels), when
+    the model takes a width or channels; None when lrlab cannot say how to grow it."""
     model = str(row.get("model") or "mlp")
-    if model.startswith("mlp"):
-        return "mlp(width=512),cnn"
-    if model.startswith("cnn"):
-        return "cnn(channels=64)"
-    if model.startswith("linear"):
+    spec, params = _spec_params(model, "model", registry)
+    if spec is None:
+        return None
+    if spec.name == "linear":
         return "mlp"
-    return model
+    names = set(params) or {"mlp": {"width"}, "cnn": {"channels"}}.get(spec.name, set())
+    for key, default, floor in (("width", 128, 512), ("channels", 32, 64)):
+        if key in names:
+            now = spec.kwargs.get(key) or (params[key].default if key in params else default)
+            now = now if isinstance(now, (int, float)) and not isinstance(now, bool) else default
+            wider = _with(spec, **{key: max(2 * int(now), floor)})
+            return f"{wider},cnn" if spec.name == "mlp" else wider
+    return None
 
 
-def _regularized(row: dict[str, Any]) -> str:
-    """The run's model with dropout (where the built-in model takes it)."""
-    model = str(row.get("model") or "mlp")
-    for name in ("mlp", "cnn"):
-        if model == name or model.startswith(name + "("):
-            return f"{name}(dropout=0.3)"
-    return model
+def _regularized(row: dict[str, Any], registry: Any = None) -> str | None:
+    """The run's model with dropout, when the model takes a dropout (its other parameters
+    kept); None when it does not."""
+    spec, params = _spec_params(str(row.get("model") or "mlp"), "model", registry)
+    if spec is None:
+        return None
+    if "dropout" in params or (not params and spec.name in ("mlp", "cnn")):
+        return _with(spec, dropout=0.3)
+    return None
 
 
 def blowup(row: dict[str, Any]) -> str:
@@ -384,7 +431,7 @@ def flagged(sw: SweepView) -> list[dict[str, Any]]:
             "val_acc": fmt(row["tested_val_acc"], "acc"),
             "diverged_at": (f"epoch {fmt(row['epochs_run'], 'int')}: {blowup(row)}"
                             if diverged else ""),
-            "flags": row["flags"], "hint": hint(row),
+            "flags": row["flags"], "hint": hint(row, sw.registry),
         })
     return out
 
