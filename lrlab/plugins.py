@@ -326,6 +326,8 @@ def load_plugins(extra: Sequence[str] = (), *, plugins: Iterable[Any] = (),
             seen.add(path)
             host.add(load_local_file(path), str(path), "local file", where=str(path))
     for modname in to_load:
+        if host.pm.is_blocked(modname):  # e.g. a sweep's recorded module, blocked now
+            continue
         module = _import(modname, "-p")
         host.add(module, modname, "-p", _module_version(module),
                  getattr(module, "__file__", "") or modname)

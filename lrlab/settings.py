@@ -177,12 +177,15 @@ def device(name: str, value: Any) -> str:
     return value
 
 
-def sweep_name(name: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    value = text(name, value)
-    check_name(value, "sweep name")
-    return value
+def folder_name(what: str = "name") -> Parser:
+    """A parser of results-folder names (None: the command derives one)."""
+    def parse(name: str, value: Any) -> str | None:
+        if value is None:
+            return None
+        value = text(name, value)
+        check_name(value, what)
+        return value
+    return parse
 
 
 def check_name(name: str, what: str = "name") -> None:
@@ -330,7 +333,7 @@ SWEEP = Settings([
     # fixed settings
     Setting("seeds", integer(1), 1, "Seeds per configuration: seeds 0..N-1",
             metavar="N"),
-    Setting("name", sweep_name, None, "Sweep name: results go to OUT/NAME/ (default: the "
+    Setting("name", folder_name("sweep name"), None, "Sweep name: results go to OUT/NAME/ (default: the "
             "datasets' names)", shown="the datasets' names"),
     Setting("out", text, "reports", "Folder that holds every sweep's results",
             metavar="DIR"),

@@ -65,3 +65,20 @@ def test_a_resumed_sweep_with_other_plugins_says_so(tmp_path, monkeypatch):
     other = run_sweep(out=tmp_path / "r", extra_plugins=["resume_pmod"], cwd=tmp_path, **TINY)
     assert other.skipped == same.skipped
     assert any("plugins differ from the stored sweep's (modules)" in n for n in other.notes)
+
+
+def test_a_recorded_plugin_that_is_gone_can_be_blocked_to_rebuild_the_report(
+        tmp_path, monkeypatch):
+    (tmp_path / "gone_pmod.py").write_text(SECTION_PLUGIN.format(title="Gone"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = run_sweep(out=tmp_path / "r", extra_plugins=["gone_pmod"], cwd=tmp_path, **TINY)
+    (tmp_path / "gone_pmod.py").unlink()
+    monkeypatch.delitem(__import__("sys").modules, "gone_pmod")
+    import pytest
+
+    from lrlab.errors import UsageError
+
+    with pytest.raises(UsageError, match="cannot load plugin 'gone_pmod'"):
+        write_report(result.folder)
+    assert "Gone" not in write_report(result.folder,
+                                      extra_plugins=["no:gone_pmod"]).read_text()

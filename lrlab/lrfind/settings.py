@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import Any
 
 from lrlab.errors import UsageError
-from lrlab.settings import SWEEP, Setting, Settings, check_name, text
+from lrlab.settings import SWEEP, Setting, Settings, folder_name
 
 MODES = ("exp", "linear")
 MAX_LR = 1e6  # the largest rate a range test may try; the plot's axes overflow beyond
@@ -108,15 +108,6 @@ def ema_factor(name: str, value: Any) -> float:
     return x
 
 
-def folder_name(name: str, value: Any) -> str | None:
-    """A results folder's name (None: derived from the dataset and model)."""
-    if value is None:
-        return None
-    value = text(name, value)
-    check_name(value)
-    return value
-
-
 # -- the declarations ---------------------------------------------------------------------
 # Leslie Smith's range test as fastai runs it: 100 mini-batches while the rate grows
 # evenly on a log scale from 1e-7 to 10, stopping once the smoothed loss is 4x its best.
@@ -134,7 +125,7 @@ RANGE_TEST = Settings([
     Setting("smooth", ema_factor, 0.98, "Smoothing of the loss: the factor of its "
             "exponential moving average (0 = none)", metavar="FLOAT"),
     SWEEP["seeds"],  # the same meaning as a sweep's: seeds 0..N-1, each rule their median
-    Setting("name", folder_name, None, "Results folder name under --out",
+    Setting("name", folder_name(), None, "Results folder name under --out",
             shown="lrfind-<dataset>-<model>"),
 ])
 
