@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import shlex
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +25,29 @@ app = typer.Typer(
     rich_markup_mode=None,  # help texts say [default: ...] and [tool.lrlab] literally
     context_settings={"help_option_names": ["-h", "--help"]})
 
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the sweep is, so it stops as on Ctrl-C (exit code 143)."""
+
+    code = 143
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM stops it as Ctrl-C does (what finished is kept)."""
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _console() -> Console:
@@ -53,16 +80,37 @@ def sweep(
 ) -> None:
     """Run a grid of trainings and judge each run: ok, overfit, underfit, unstable, diverged,
     error. Every setting below may also be given in the sweep file or [tool.lrlab]."""
-    from lrlab.sweep import run_sweep
+    from lrlab.storage import StorageError
+    from lrlab.sweep import SweepInterrupted, run_sweep
     from lrlab.terminal import TerminalReporter, print_results
 
     console = _console()
     reporter = TerminalReporter(console, quiet=quiet)
+    command = shlex.join(["lrlab", *sys.argv[1:]])
     try:
-        result = run_sweep(sweep_file, plugins=[reporter], extra_plugins=plugin or [],
-                           keyword=keyword, fresh=fresh, exitfirst=exitfirst,
-                           collect_only=collect_only, junit_xml=junit_xml,
-                           command_line=" ".join(["lrlab", *sys.argv[1:]]), **settings)
+        with terminate_as_interrupt():
+            result = run_sweep(sweep_file, plugins=[reporter], extra_plugins=plugin or [],
+                               keyword=keyword, fresh=fresh, exitfirst=exitfirst,
+                               collect_only=collect_only, junit_xml=junit_xml,
+                               command_line=command, **settings)
+    except SweepInterrupted as stop:
+        reporter.close()
+        stored = len(stop.result.runs)
+        where = stop.result.folder
+        typer.secho(f"interrupted: {stored} finished run(s) stored in {where}/, "
+                    f"{stop.in_flight} not finished (runs in flight resume from their last "
+                    f"checkpoint); resume with: {command}", err=True, fg=typer.colors.YELLOW)
+        raise typer.Exit(stop.code) from None
+    except KeyboardInterrupt:  # before the sweep started, or while it was being finished
+        reporter.close()
+        typer.secho(f"interrupted before anything more was stored; resume with: {command}",
+                    err=True, fg=typer.colors.YELLOW)
+        raise typer.Exit(130) from None
+    except StorageError as exc:
+        reporter.close()
+        typer.secho(f"error: {exc}; the runs stored before are intact (resume with: "
+                    f"{command})", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from None
     finally:
         reporter.close()
     if collect_only:

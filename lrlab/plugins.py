@@ -14,6 +14,7 @@ answered, on stderr.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -214,6 +215,34 @@ class Plugins:
             plugin = _raising_plugin(caller, exc)
             raise PluginError(f"plugin '{plugin}' failed in {hookname}: "
                               f"{type(exc).__name__}: {exc}") from exc
+
+
+    # -- what decides a component's numbers ---------------------------------------------
+
+    def code_version(self, kind: str, name: str) -> str:
+        """What identifies the code of component ``name``: lrlab's version for a built-in,
+        the distribution's version for an installed plugin, and a digest of the source file
+        that defines its factory for a ``-p`` module, a local ``lrlab_plugins.py`` or an
+        API object (so an edit there retrains its runs); "" when unknown."""
+        from lrlab.version import __version__
+
+        comp = self.registry.get(kind, name)
+        info = self.info.get(comp.plugin)
+        if info is None or info.source == "built-in":
+            return f"lrlab {__version__}"
+        if info.source == "entry point":
+            return f"{info.where} {info.version}".strip()
+        try:
+            path = inspect.getsourcefile(comp.factory)
+        except TypeError:
+            path = None
+        if not path or not os.path.isfile(path):
+            return ""
+        cache = self.__dict__.setdefault("_digests", {})
+        if path not in cache:
+            with open(path, "rb") as fh:
+                cache[path] = "sha256:" + hashlib.sha256(fh.read()).hexdigest()[:16]
+        return cache[path]
 
 
 def _raising_plugin(caller: Any, exc: BaseException) -> str:

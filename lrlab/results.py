@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,12 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from lrlab.config import Run
+from lrlab.storage import atomic_write_parquet, atomic_write_table, atomic_write_text
+
+__all__ = ["ResultStore", "RunResult", "atomic_write_parquet", "atomic_write_table",
+           "atomic_write_text", "load_results", "read_manifest", "read_tables", "summarize"]
 
 RUNS_FILE = "runs.parquet"
 HISTORY_FILE = "history.parquet"
@@ -123,13 +125,17 @@ class ResultStore:
         return {r["key"]: r["run_id"] for r in self.runs if r["verdict"] != "error"}
 
     def resume(self, selected: dict[str, Run], grid_keys: set[str], *,
-               fresh: bool = False) -> tuple[list[Run], list[Run]]:
+               fresh: bool = False, codes: dict[str, str] | None = None,
+               ) -> tuple[list[Run], list[Run], list[str]]:
         """Read what is stored (unless ``fresh``) and split the ``selected`` runs (by key)
-        into those to train and those finished before (skipped). Nothing is written.
+        into those to train and those finished before (skipped), with notes for the user.
+        Nothing is written.
 
-        Kept when the sweep starts: every finished run, and every stored run that the
-        selection (``-k``) left out this time, even an error. A stored run of another grid
-        (not in ``grid_keys``) is a UsageError: its folder belongs to another sweep.
+        A finished run is trained again when its code record (``codes``: lrlab's version
+        and its components' code) differs from the stored one. Kept when the sweep starts:
+        every finished run, and every stored run that the selection (``-k``) left out this
+        time, even an error. A stored run of another grid (not in ``grid_keys``) is a
+        UsageError: its folder belongs to another sweep.
         """
         if not fresh:
             self.load()
@@ -143,10 +149,20 @@ class ResultStore:
                              f"(e.g. {stray[0]}); pass --fresh to start over or --name to "
                              f"keep both")
         done = self.finished_keys()
+        changed: dict[str, int] = {}
+        for row in stored:
+            key, was = row["key"], row.get("code") or ""
+            now = (codes or {}).get(key, "")
+            if key in done and key in selected and was and now and was != now:
+                del done[key]  # its code changed: trained again
+                for part in _changed_parts(was, now):
+                    changed[part] = changed.get(part, 0) + 1
         self._keep = set(done) | {r["key"] for r in stored if r["key"] not in selected}
         todo = [run for key, run in selected.items() if key not in done]
         skipped = [run for key, run in selected.items() if key in done]
-        return todo, skipped
+        notes = [f"{n} stored run(s) trained again: {part} changed since"
+                 for part, n in changed.items()]
+        return todo, skipped, notes
 
     # -- writing --------------------------------------------------------------------------
 
@@ -231,25 +247,6 @@ def runs_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def atomic_write_table(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` as Parquet, whole or not at all."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def read_tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The stored ``runs`` and ``history``; a damaged or foreign file is a UsageError."""
     from lrlab.errors import UsageError
@@ -288,6 +285,17 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise UsageError(f"{path} is damaged (not a JSON object); re-run the sweep with "
                          f"--fresh")
     return manifest
+
+
+def _changed_parts(was: str, now: str) -> list[str]:
+    """The parts of two code records that differ (``model 'mine'``, ``lrlab``)."""
+    try:
+        old, new = json.loads(was), json.loads(now)
+    except ValueError:
+        return ["its code record"]
+    parts = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return [f"lrlab (version {old.get('lrlab')} -> {new.get('lrlab')})" if p == "lrlab"
+            else p for p in parts] or ["its code record"]
 
 
 def _readable_manifest(folder: Path) -> dict[str, Any]:

@@ -153,6 +153,14 @@ def integer(low: int, what: str | None = None) -> Parser:
     return parse
 
 
+def nonnegative(name: str, value: Any) -> float:
+    """A finite number ``>= 0``."""
+    x = number(name, value, float)
+    if not (math.isfinite(x) and x >= 0):
+        raise UsageError(f"{name} must be a number >= 0, got {value!r}")
+    return x
+
+
 def boolean(name: str, value: Any) -> bool:
     """``true``/``false``: a bool, or its text as TOML writes it."""
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
@@ -357,6 +365,9 @@ SWEEP = Settings([
             train=True, switch=True),
     Setting("threads", integer(0), 0, "CPU threads per run (0: one for small models, "
             "else torch's default)", train=True, metavar="INT"),
+    Setting("checkpoint_s", nonnegative, 30,
+            "How often a run in flight is checkpointed, at an epoch boundary (0: every "
+            "epoch); a killed sweep resumes from there", unit="seconds", metavar="SECONDS"),
     Setting("thresholds", thresholds, {}, "Verdict threshold KEY=VALUE, e.g. "
             "overfit_gl=10 (repeatable; a table in TOML)", train=True, flag="--threshold",
             metavar="KEY=VALUE", shown="the README's table", dump=dict, repeat=True),

@@ -11,7 +11,7 @@ the moment it finishes.
 
 from __future__ import annotations
 
-import os
+import json
 import platform
 import sys
 import time
@@ -42,6 +42,7 @@ from lrlab.keywords import keyword_matcher
 from lrlab.plugins import Plugins, load_plugins
 from lrlab.recipe import recipe_of
 from lrlab.results import ResultStore, RunResult
+from lrlab.storage import FolderLock, check_writable
 from lrlab.verdicts import FAILING, VERDICTS, Flag, summary_line, verdict_of
 
 
@@ -126,14 +127,8 @@ def prepare(config: SweepConfig, *, extra_plugins: Iterable[str] = (),
 
 
 def check_folder(folder: Path) -> None:
-    """That ``folder`` can be created (or is a folder) and written, before anything is."""
-    existing = Path(folder).resolve()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UsageError(f"cannot write results to {folder}: {existing} is a file")
-    if not os.access(existing, os.W_OK):
-        raise UsageError(f"cannot write results to {folder}: {existing} is not writable")
+    """That ``folder`` can be created and written, before anything is (one line, exit 2)."""
+    check_writable(folder)
 
 
 def dry_build(runs: list[Run], context: Context) -> None:
@@ -253,45 +248,109 @@ def _last_line(text: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """A sweep stopped by Ctrl-C (SIGINT) or SIGTERM. What had finished is stored, the
+    tables, the per-configuration table and the report say so; ``result`` holds them and
+    ``in_flight`` counts the runs that were training (checkpointed at epoch boundaries)."""
+
+    def __init__(self, result: SweepResult, in_flight: int, code: int = 130) -> None:
+        super().__init__(f"interrupted: {len(result.runs)} run(s) stored")
+        self.result, self.in_flight, self.code = result, in_flight, code
+
+
 def execute(prepared: Prepared, *, fresh: bool = False, exitfirst: bool = False,
             report: bool = True) -> SweepResult:
-    """Train the prepared runs, storing each as it finishes; resume what is stored."""
+    """Train the prepared runs, storing each as it finishes; resume what is stored.
+
+    The sweep folder is locked meanwhile (a second sweep on it is refused). On Ctrl-C or
+    SIGTERM the runs that finished are kept and :class:`SweepInterrupted` is raised with
+    the tables of what is stored.
+    """
     config, host, context = prepared.config, prepared.plugins, prepared.context
     start = time.perf_counter()
     selected = {run_key(r, config): r for r in prepared.runs}  # the runs -k kept
+    codes = {key: code_record(run, host) for key, run in selected.items()}
     store = ResultStore(config.out_dir)
-    todo, skipped = store.resume(selected, prepared.grid_keys or set(selected), fresh=fresh)
-    info = manifest(config, host, context)
-    notes = recipe_notes(store.previous_manifest, info)
-    store.start(info)
-    if skipped:
-        rejudge(store, host, config, selected)
+    with FolderLock(config.out_dir, config.command_line):
+        todo, skipped, notes = store.resume(selected, prepared.grid_keys or set(selected),
+                                            fresh=fresh, codes=codes)
+        info = manifest(config, host, context)
+        notes = recipe_notes(store.previous_manifest, info) + notes
+        store.start(info)
+        if skipped:
+            rejudge(store, host, config, selected)
+        ran: list[str] = []
+        try:
+            train_all(todo, prepared, store, codes, ran, exitfirst=exitfirst)
+        except KeyboardInterrupt as exc:
+            notes.append(f"interrupted: {len(ran)} of {len(todo)} run(s) to train finished")
+            result = finish(prepared, store, info, start, ran, skipped, notes + context.notes,
+                            report=report, interrupted=True)
+            raise SweepInterrupted(result, len(todo) - len(ran),
+                                   getattr(exc, "code", 130)) from None
+        return finish(prepared, store, info, start, ran, skipped, notes + context.notes,
+                      report=report)
 
+
+def train_all(todo: list[Run], prepared: Prepared, store: ResultStore,
+              codes: dict[str, str], ran: list[str], *, exitfirst: bool) -> None:
+    """Train ``todo`` with the sweep's executor; judge, end and store each run as it
+    finishes (its checkpoint removed once it is stored), its id appended to ``ran``."""
+    config, host, context = prepared.config, prepared.plugins, prepared.context
     executor = host.registry.build("executor", config.executor)
     host.call("lrlab_sweep_start", config=config, runs=todo)
-    ran = []
     for result in executor.run(todo, context):
         judge(host, result, config.thresholds, pd.DataFrame(result.history))
         try:
             host.call("lrlab_run_end", run=result.run, result=result)
         except PluginError as exc:
             plugin_failed(result.summary, exc)
+        key = context.run_key(result.run)
+        result.summary["code"] = codes.get(key, "")
         store.add(result)
+        checkpoints = getattr(context, "checkpoints", None)
+        if checkpoints is not None:  # stored: its checkpoint is not needed any more
+            checkpoints.remove(key)
         ran.append(result.run.run_id)
         if exitfirst and result.verdict == "error":
             context.stop_requested = True
 
-    notes += context.notes
+
+def finish(prepared: Prepared, store: ResultStore, info: dict[str, Any], start: float,
+           ran: list[str], skipped: list[Run], notes: list[str], *, report: bool,
+           interrupted: bool = False) -> SweepResult:
+    """The tables of what is stored, the per-configuration table, the manifest's end,
+    ``lrlab_sweep_end`` and the report."""
+    config, host = prepared.config, prepared.plugins
     runs, history = store.tables(order=[r.run_id for r in prepared.runs])
     configs = config_table(runs, config.thresholds["near_chance"])
+    if interrupted:
+        info["interrupted"] = True
     store.finish(configs, info, wall_s=time.perf_counter() - start, notes=notes)
-    host.call("lrlab_sweep_end", config=config, runs=runs, history=history)
-    if report:
+    if not interrupted:
+        host.call("lrlab_sweep_end", config=config, runs=runs, history=history)
+    if report and not runs.empty:
         from lrlab.report import write_report
 
         write_report(config.out_dir, plugins=host)
     return SweepResult(config, runs, history, config.out_dir, time.perf_counter() - start,
                        ran, [r.run_id for r in skipped], notes, configs)
+
+
+def code_record(run: Run, host: Plugins) -> str:
+    """What decides a run's numbers besides its settings, as JSON: lrlab's version and
+    each component's code (see :meth:`Plugins.code_version`). A stored run whose record
+    differs is trained again."""
+    from lrlab.version import __version__
+
+    parts = {"lrlab": __version__}
+    for axis, kind in COMPONENT_AXES.items():
+        value = getattr(run, axis)
+        for spec in value if axis == "augment" else (value,):
+            if kind == "augmentation" and spec.name == "none":
+                continue
+            parts[f"{kind} '{spec.name}'"] = host.code_version(kind, spec.name)
+    return json.dumps(parts, sort_keys=True)
 
 
 def recipe_notes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:

@@ -65,7 +65,7 @@ def test_history_lr_is_the_lr_used_and_epoch_zero_is_the_untrained_model(out):
 
 
 def test_every_write_is_a_whole_temporary_file_renamed_into_place(out, monkeypatch):
-    import lrlab.results
+    import lrlab.storage
 
     renames = []
     real = os.replace
@@ -76,14 +76,14 @@ def test_every_write_is_a_whole_temporary_file_renamed_into_place(out, monkeypat
             renames.append((src, dst, len(pd.read_parquet(src))))
         real(src, dst)
 
-    monkeypatch.setattr(lrlab.results.os, "replace", replace)
+    monkeypatch.setattr(lrlab.storage.os, "replace", replace)
     lrlab.run_sweep(out=out, name="a", lr=[0.05, 0.1], epochs=1, augment="none",
                     executor="local", report=False)
     runs_writes = [n for src, dst, n in renames if dst.name == "runs.parquet"]
     assert runs_writes == [0, 1, 2]  # at the start, then after each run
     assert all(src.parent == dst.parent and src.name.startswith(".") for src, dst, _ in renames)
     names = sorted(p.name for p in (out / "a").iterdir())
-    assert names == ["configs.parquet", "history.parquet", "manifest.json",
+    assert names == [".lock", "configs.parquet", "history.parquet", "manifest.json",
                      "runs.parquet"]  # no temp left
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,8 +93,9 @@ def _ylim(curve, raw_shown: bool = True) -> tuple[float, float]:
 def save_plot(result: LRFindResult, path: str | Path,
               grid: Sequence[float] | None = None) -> Path:
     """Write the figure as a PNG, atomically."""
+    from lrlab.storage import atomic_write
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    figure(result, grid).savefig(tmp, format="png")
-    os.replace(tmp, path)
+    fig = figure(result, grid)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
     return path
