@@ -70,6 +70,20 @@ def check_fractions(fractions: tuple[float, float, float]) -> tuple[float, float
     return tuple(float(f) for f in fractions)  # type: ignore[return-value]
 
 
+def check_finite(data: Data, name: str) -> None:
+    """Refuse a dataset whose features hold NaN or infinities (one line, their count):
+    every run on it would only diverge."""
+    parts = [data.x] + ([data.test[0]] if data.test is not None else [])
+    bad = sum(int((~torch.isfinite(x)).sum()) for x in parts
+              if isinstance(x, torch.Tensor) and x.is_floating_point())
+    if bad:
+        samples = sum(int((~torch.isfinite(x.reshape(len(x), -1))).any(1).sum())
+                      for x in parts if isinstance(x, torch.Tensor) and x.is_floating_point())
+        raise UsageError(f"dataset '{name}' has {bad} non-finite feature value(s) (NaN or "
+                         f"infinity) in {samples} sample(s): every run on it would diverge; "
+                         f"clean or impute them first")
+
+
 def stratified_split(data: Data, fractions: tuple[float, float, float],
                      seed: int = 0) -> Split:
     """Split per class, so each split keeps the class proportions; same seed, same split.

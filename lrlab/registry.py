@@ -12,7 +12,9 @@ from __future__ import annotations
 import ast
 import difflib
 import inspect
+import types
 import typing
+from collections import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -76,10 +78,30 @@ def split_top(text: str, sep: str) -> list[str]:
     return [p.strip() for p in parts]
 
 
+# bare words read as TOML reads them, so a value is written the same way on the command
+# line as in a sweep file: restore_best=true
+_WORDS = {"true": True, "false": False}
+
+
+class _Words(ast.NodeTransformer):
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id in _WORDS:
+            return ast.copy_location(ast.Constant(_WORDS[node.id]), node)
+        return node
+
+
 def _literal(text: str) -> Any:
+    """A Python literal (``64``, ``'a'``, ``(1, 2)``, ``[1, 2]``, ``True``), ``true`` /
+    ``false`` as in TOML (also inside a tuple or list), else the text itself."""
+    if text in _WORDS:
+        return _WORDS[text]
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        pass
+    try:
+        return ast.literal_eval(_Words().visit(ast.parse(text, mode="eval")))
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return text  # a bare word: mode=min
 
 
@@ -128,13 +150,25 @@ class Param:
     annotation: Any
 
     @property
-    def type_name(self) -> str:
+    def expected(self) -> Any:
+        """The type values are checked against: the annotation, else the default's type
+        (``None`` where neither says: anything goes)."""
         ann = self.annotation
-        if ann is inspect.Parameter.empty:
-            return type(self.default).__name__ if self.default is not None else "any"
+        if ann is inspect.Parameter.empty or isinstance(ann, str):
+            # no annotation, or one that did not resolve: the default's type
+            default = self.default
+            return None if default is None or default is inspect.Parameter.empty \
+                else type(default)
+        return ann
+
+    @property
+    def type_name(self) -> str:
+        ann = self.expected
+        if ann is None:
+            return "any"
         if typing.get_origin(ann) is typing.Literal:
-            return "|".join(map(str, typing.get_args(ann)))
-        return getattr(ann, "__name__", str(ann)).replace("typing.", "")
+            return "one of " + ", ".join(map(repr, typing.get_args(ann)))
+        return type_name(ann)
 
 
 @dataclass
@@ -271,6 +305,9 @@ class Registry:
         comp = self.get(kind, spec.name)
         for key, value in spec.params:
             param = comp.params.get(key)
+            if param is None and kind == "optimizer" and key == "lr":
+                raise UsageError(f"optimizer '{spec.name}' takes its learning rate from --lr "
+                                 f"(the lr axis), not as a parameter: write --lr {_fmt(value)}")
             if param is None:
                 choices = list(comp.params)
                 near = closest(key, choices)
@@ -294,31 +331,155 @@ class Registry:
 
 
 def _check_type(kind: str, name: str, param: Param, value: Any) -> None:
-    ann = param.annotation
-    if ann is inspect.Parameter.empty:
-        ann = type(param.default) if param.default is not None else None
-    ok = True
-    if ann is None or ann is typing.Any:
-        return
-    if typing.get_origin(ann) is typing.Literal:
-        ok = value in typing.get_args(ann)
-    elif ann is bool:
-        ok = isinstance(value, bool)
-    elif ann is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif ann is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif ann is str:
-        ok = isinstance(value, str)
-    elif isinstance(ann, type):
-        ok = isinstance(value, ann)
-    if not ok:
+    """Refuse ``value`` for ``param`` unless it fits the parameter's annotation (or its
+    default's type): one line naming the component, the parameter, the type and the value."""
+    ann = param.expected
+    if ann is not None and not matches(ann, value):
         raise UsageError(f"{kind} '{name}': parameter '{param.name}' must be "
                          f"{param.type_name}, got {value!r}")
 
 
-def _coerce(param: Param, value: Any) -> Any:
-    if param.annotation is float or (param.annotation is inspect.Parameter.empty
-                                     and isinstance(param.default, float)):
-        return float(value)
+_UNIONS = (typing.Union, types.UnionType)
+_SEQUENCES = (list, tuple, abc.Sequence, abc.MutableSequence, abc.Collection, abc.Iterable)
+_MAPPINGS = (dict, abc.Mapping, abc.MutableMapping)
+# 'true' / 'false' for a bool, however the value got here (a Spec built in code, a string
+# in a sweep file)
+_BOOL_WORDS = {"true": True, "false": False, "True": True, "False": False}
+
+
+def matches(ann: Any, value: Any) -> bool:
+    """Whether ``value`` (as read from TOML or the command line) fits ``ann``: ``int``,
+    ``float`` (an int too), ``bool`` (never 0/1), ``str``, ``None``, ``X | Y``,
+    ``Optional[X]``, ``Literal[...]``, ``tuple[X, ...]`` / ``tuple[X, Y]`` and ``list[X]``
+    (a list or a tuple: TOML has only arrays), ``dict[K, V]``, ``Annotated[X, ...]``, any
+    class; what it cannot judge (a TypeVar, a Protocol) it lets through."""
+    if ann is typing.Any or ann is object:
+        return True
+    if ann is None or ann is type(None):
+        return value is None
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Annotated:
+        return matches(args[0], value)
+    if origin is typing.Literal:
+        # Literal[1] is not met by True, nor Literal[True] by 1
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin in _UNIONS:
+        return any(matches(a, value) for a in args)
+    if ann is bool:
+        return isinstance(value, bool) or (isinstance(value, str) and value in _BOOL_WORDS)
+    if ann is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if ann is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ann is str:
+        return isinstance(value, str)
+    if origin is tuple or ann is tuple:
+        if not isinstance(value, (tuple, list)):
+            return False
+        if not args:
+            return True
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(matches(args[0], v) for v in value)
+        if args == ((),):
+            return len(value) == 0
+        return len(value) == len(args) and all(map(matches, args, value))
+    if origin in _SEQUENCES or ann in (list, abc.Sequence):
+        if not isinstance(value, (tuple, list)):
+            return False
+        return not args or all(matches(args[0], v) for v in value)
+    if origin in _MAPPINGS or ann in _MAPPINGS:
+        if not isinstance(value, dict):
+            return False
+        if len(args) != 2:
+            return True
+        return all(matches(args[0], k) and matches(args[1], v) for k, v in value.items())
+    if origin in (set, frozenset, abc.Set, abc.MutableSet) or ann in (set, frozenset):
+        if not isinstance(value, (set, frozenset, tuple, list)):
+            return False
+        return not args or all(matches(args[0], v) for v in value)
+    if isinstance(origin, type):
+        return isinstance(value, origin)
+    if isinstance(ann, type):
+        if getattr(ann, "_is_protocol", False):
+            return True
+        return isinstance(value, ann)
+    return True  # a TypeVar, a NewType, a string: not ours to judge
+
+
+def type_name(ann: Any) -> str:
+    """``ann`` as a user reads it: ``int``, ``int | None``, ``tuple[int, ...]``."""
+    if ann is None or ann is type(None):
+        return "None"
+    if ann is Ellipsis:
+        return "..."
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Annotated:
+        return type_name(args[0])
+    if origin is typing.Literal:
+        return " | ".join(map(repr, args))
+    if origin in _UNIONS:
+        return " | ".join(type_name(a) for a in args)
+    if origin is not None:
+        base = getattr(origin, "__name__", str(origin).replace("typing.", ""))
+        if args == ((),):
+            return f"{base}[()]"
+        return f"{base}[{', '.join(type_name(a) for a in args)}]" if args else base
+    if isinstance(ann, type):
+        return ann.__name__
+    return str(ann).replace("typing.", "")
+
+
+def coerce(ann: Any, value: Any) -> Any:
+    """``value``, checked against ``ann`` already, in the form the factory expects: a float
+    for a float, a bool for ``'true'``, a tuple for a tuple (TOML arrays are lists), a list
+    for a list (``(1, 2)`` on the command line is a tuple)."""
+    if ann is None or ann is typing.Any:
+        return value
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Annotated:
+        return coerce(args[0], value)
+    if origin is typing.Literal:
+        return value
+    if origin in _UNIONS:
+        # the first member the value fits exactly, so 3 stays 3 for int | float
+        for strict in (True, False):
+            for member in args:
+                if matches(member, value) and (not strict or _exact(member, value)):
+                    return coerce(member, value)
+        return value
+    if ann is float:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if ann is bool:
+        return _BOOL_WORDS[value] if isinstance(value, str) else value
+    if (origin is tuple or ann is tuple) and isinstance(value, (tuple, list)):
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(coerce(args[0], v) for v in value)
+        if args and args != ((),) and len(args) == len(value):
+            return tuple(map(coerce, args, value))
+        return tuple(value)
+    if (origin is list or ann is list) and isinstance(value, (tuple, list)):
+        return [coerce(args[0], v) for v in value] if args else list(value)
+    if (origin is dict or ann is dict) and isinstance(value, dict) and len(args) == 2:
+        return {coerce(args[0], k): coerce(args[1], v) for k, v in value.items()}
+    if origin in (set, frozenset) and isinstance(value, (set, frozenset, tuple, list)):
+        return origin(coerce(args[0], v) for v in value) if args else origin(value)
     return value
+
+
+def _exact(ann: Any, value: Any) -> bool:
+    """Whether ``value`` fits ``ann`` without being converted (an int is not an exact
+    float, a list not an exact tuple)."""
+    if ann is float:
+        return isinstance(value, float)
+    if ann is bool:
+        return isinstance(value, bool)
+    origin = typing.get_origin(ann) or ann
+    if origin is tuple:
+        return isinstance(value, tuple)
+    if origin is list:
+        return isinstance(value, list)
+    return True
+
+
+def _coerce(param: Param, value: Any) -> Any:
+    return coerce(param.expected, value)

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from lrlab.data import Split, stratified_split
+from lrlab.data import Split, check_finite, stratified_split
 from lrlab.errors import UsageError
 from lrlab.lrfind.core import (
     CURVE_COLUMNS,
@@ -238,8 +238,9 @@ def lr_find(model: str | Spec = default("model"),
         spec = specs["dataset"]
         if download and "download" in registry.check("dataset", spec).params:
             spec = Spec(spec.name, tuple(sorted({**spec.kwargs, "download": True}.items())))
-        data = stratified_split(registry.build("dataset", spec, data_root), split,
-                                split_seed).to(dev)
+        raw = registry.build("dataset", spec, data_root)
+        check_finite(raw, str(specs["dataset"]))
+        data = stratified_split(raw, split, split_seed).to(dev)
     x, y = data.train
 
     start = time.perf_counter()
