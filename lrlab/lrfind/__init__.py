@@ -10,21 +10,28 @@ figure), ``auto`` (``--lr auto`` for sweeps), ``command`` (the Typer command),
 ``settings`` (the test's settings, declared once: defaults, checks, help).
 """
 
-from lrlab.lrfind.auto import grid_around, resolve_auto_lr
-from lrlab.lrfind.command import lr_find_command, run_lr_find
-from lrlab.lrfind.core import (
-    EXPLANATIONS,
-    RULES,
-    Suggestion,
-    lr_schedule,
-    minimum,
-    range_test,
-    steepest,
-    suggest,
-    valley,
-)
-from lrlab.lrfind.finder import LRFindResult, lr_find
+from __future__ import annotations
 
-__all__ = ["EXPLANATIONS", "LRFindResult", "RULES", "Suggestion", "grid_around", "lr_find",
-           "lr_find_command", "lr_schedule", "minimum", "range_test", "resolve_auto_lr",
-           "run_lr_find", "steepest", "suggest", "valley"]
+import importlib
+from typing import Any
+
+# public name -> module; imported on first use, so `lrlab --help` (which registers the
+# lr-find command) does not import torch
+_NAMES = {
+    "grid_around": "auto", "resolve_auto_lr": "auto",
+    "lr_find_command": "command", "run_lr_find": "command",
+    "EXPLANATIONS": "core", "RULES": "core", "Suggestion": "core", "lr_schedule": "core",
+    "minimum": "core", "range_test": "core", "steepest": "core", "suggest": "core",
+    "valley": "core",
+    "LRFindResult": "finder", "lr_find": "finder",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _NAMES:
+        raise AttributeError(f"module 'lrlab.lrfind' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"lrlab.lrfind.{_NAMES[name]}"), name)
+    globals()[name] = value
+    return value

@@ -13,8 +13,6 @@ from typing import Any
 import typer
 
 from lrlab.cli_support import PluginOpt, handle_errors, with_setting_options
-from lrlab.lrfind.auto import AUTO_COUNT, AUTO_RULE, grid_around
-from lrlab.lrfind.finder import LRFindResult, lr_find
 from lrlab.lrfind.settings import COMMAND, ONE_VALUE, RANGE_TEST, default, one_value, read
 from lrlab.settings import check_name
 
@@ -25,7 +23,7 @@ def run_lr_find(*, name: str | None = None, out: str | None = None, cwd: Path | 
                 optimizer: str | None = None, loss: str | None = None,
                 batch_size: int | str | None = None, data_root: str | None = None,
                 device: str | None = None, download: bool | None = None,
-                **test: Any) -> LRFindResult:
+                **test: Any) -> "LRFindResult":  # noqa: F821 (imported when it runs)
     """Run the range test with the sweep's defaults and ``[tool.lrlab]`` filling in what is
     not given, and write its files to ``<out>/<name>/``.
 
@@ -34,6 +32,7 @@ def run_lr_find(*, name: str | None = None, out: str | None = None, cwd: Path | 
         smooth seeds`` (see :func:`lrlab.lrfind.lr_find`); None: the default.
     """
     from lrlab.config import build_config
+    from lrlab.lrfind.finder import lr_find
 
     cwd = Path(cwd) if cwd else Path.cwd()
     name = read(RANGE_TEST["name"], name)
@@ -64,6 +63,8 @@ def lr_find_command(plugin: PluginOpt = None, **options: Any) -> None:
     Prints three suggestions: steepest descent, minimum / 10 and valley.
     Writes lrfind.png (figure), lrfind.parquet (curve), lrfind.json to <out>/<name>/.
     """
+    from lrlab.lrfind.auto import AUTO_COUNT, AUTO_RULE, grid_around
+
     result = run_lr_find(**options, extra_plugins=plugin or ())
     typer.echo(result.table())
     folder = result.files["summary"].parent
