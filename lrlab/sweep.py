@@ -39,7 +39,7 @@ from lrlab.engine import resolve_device
 from lrlab.errors import PluginError, UsageError
 from lrlab.executors import Context
 from lrlab.keywords import keyword_matcher
-from lrlab.plugins import Plugins, load_plugins
+from lrlab.plugins import PluginInfo, Plugins, load_plugins
 from lrlab.recipe import recipe_of
 from lrlab.results import ResultStore, RunResult
 from lrlab.storage import FolderLock, check_writable
@@ -106,6 +106,12 @@ def prepare(config: SweepConfig, *, extra_plugins: Iterable[str] = (),
                 if kind == "stopper":
                     registry.build(kind, spec)  # cheap: bad parameter values fail here
     registry.check("executor", config.executor)
+    # models named by an import path and objects given to the API were registered on the
+    # fly: named as plugins in the manifest, and their code hashed into the code record
+    for comp in registry.adhoc():
+        info = host.info.setdefault(comp.plugin, PluginInfo(comp.plugin, comp.plugin))
+        if f"{comp.kind}:{comp.name}" not in info.registered:
+            info.registered.append(f"{comp.kind}:{comp.name}")
     device = resolve_device(config.device)
     context = Context(config, host, device)
     if any(isinstance(v, str) for v in config.grid["lr"]):
@@ -169,8 +175,12 @@ def dry_build(runs: list[Run], context: Context) -> None:
 
 
 def manifest(config: SweepConfig, host: Plugins, context: Context) -> dict[str, Any]:
-    import torchvision
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:  # its version without importing it (torchvision's import costs seconds)
+        torchvision_version = version("torchvision")
+    except PackageNotFoundError:  # pragma: no cover - torchvision is a dependency
+        torchvision_version = ""
     from lrlab.version import __version__
 
     device = context.device
@@ -188,7 +198,7 @@ def manifest(config: SweepConfig, host: Plugins, context: Context) -> dict[str, 
         "device": {"type": device.type, "name": device_name,
                    "torch_threads": torch.get_num_threads()},
         "versions": {"lrlab": __version__, "python": platform.python_version(),
-                     "torch": torch.__version__, "torchvision": torchvision.__version__,
+                     "torch": torch.__version__, "torchvision": torchvision_version,
                      "pandas": pd.__version__, "platform": platform.platform()},
         "plugins": [{"name": i.name, "source": i.source, "version": i.version,
                      "where": str(i.where)} for i in host.info.values()],
