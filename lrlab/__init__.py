@@ -34,6 +34,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "UsageError": ("lrlab.errors", "UsageError"),
     "load_results": ("lrlab.results", "load_results"),
     "run_sweep": ("lrlab.sweep", "run_sweep"),
+    "show": ("lrlab.notebook", "show"),
+    "NotebookProgress": ("lrlab.notebook", "NotebookProgress"),
     "testing": ("lrlab.testing", None),  # imports pytest: only on access
     "write_report": ("lrlab.report", "write_report"),
 }
@@ -42,6 +44,7 @@ __all__ = [
     "Context",
     "Data",
     "Flag",
+    "NotebookProgress",
     "PluginError",
     "PluginRecipe",
     "Run",
@@ -54,6 +57,7 @@ __all__ = [
     "hookimpl",
     "load_results",
     "run_sweep",
+    "show",
     "testing",
     "write_report",
 ]
@@ -80,6 +84,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from lrlab.config import Run
     from lrlab.data import Data
     from lrlab.errors import PluginError, UsageError
+    from lrlab.notebook import NotebookProgress, show
     from lrlab.executors import Context
     from lrlab.recipe import PluginRecipe
     from lrlab.registry import Spec

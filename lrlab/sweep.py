@@ -70,6 +70,16 @@ class SweepResult:
         verdicts = list(self.runs["verdict"]) if not self.runs.empty else []
         return summary_line(verdicts, self.wall_s)
 
+    def _repr_html_(self) -> str:
+        """The sweep in a notebook: summary line, flagged runs, LR figure (lrlab.notebook)."""
+        from lrlab.notebook import sweep_html
+
+        return sweep_html(self.runs, self.configs, name=self.config.name, folder=self.folder,
+                          history=self.history, wall_s=self.wall_s)
+
+    def __repr__(self) -> str:
+        return f"<SweepResult {self.folder}: {self.summary_line()}>"
+
     @property
     def failed(self) -> bool:
         """True when a run is overfit, unstable, diverged or error (what ``--strict``
