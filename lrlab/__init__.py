@@ -84,8 +84,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from lrlab.config import Run
     from lrlab.data import Data
     from lrlab.errors import PluginError, UsageError
-    from lrlab.notebook import NotebookProgress, show
     from lrlab.executors import Context
+    from lrlab.notebook import NotebookProgress, show
     from lrlab.recipe import PluginRecipe
     from lrlab.registry import Spec
     from lrlab.report import write_report

@@ -193,7 +193,8 @@ def _id_part(axis: str, value: Any) -> str:
         return f"{prefix}{value:g}" if isinstance(value, float) else f"{prefix}{value}"
     if axis == "augment":
         return augment_str(value)
-    return str(value).replace(" ", "")
+    # a model named by a path (sub/models.py:Net) keeps a run id that is a file name
+    return str(value).replace(" ", "").replace("/", "_").replace("\\", "_")
 
 
 def run_id(values: dict[str, Any], varying: set[str]) -> str:

@@ -1,9 +1,18 @@
-"""Datasets as tensors, and the deterministic stratified train/val/test split."""
+"""Datasets as tensors, and the deterministic stratified train/val/test split.
+
+Also what the user's own data becomes a :class:`Data` by: class labels of any kind
+(:func:`encode_labels`), feature tensors (:func:`features`), and the objects the Python
+API takes as a dataset (:func:`as_data`: a tensor pair, a ``Data``, a torch ``Dataset``).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 
 from lrlab.errors import UsageError
@@ -13,16 +22,20 @@ from lrlab.errors import UsageError
 class Data:
     """What a dataset factory returns.
 
-    ``x``: float tensor ``(N, C, H, W)`` scaled to about [0, 1]; ``y``: int64 class
-    indices ``(N,)``; ``classes``: a name per class. ``test`` optionally holds the
-    dataset's own test split ``(x, y)`` (MNIST's 10,000 images, say): then the split's
-    test fraction is not taken from ``x``.
+    ``x``: float tensor ``(N, C, H, W)`` scaled to about [0, 1] (or feature vectors
+    ``(N, F)``, a table's rows); ``y``: int64 class indices ``(N,)``; ``classes``: a name
+    per class. ``test`` optionally holds the dataset's own test split ``(x, y)`` (MNIST's
+    10,000 images, say): then the split's test fraction is not taken from ``x``.
+    ``standardize``: the split scales every feature to mean 0 and standard deviation 1 with
+    the statistics of the training part alone (:func:`stratified_split`), so nothing of the
+    validation or test rows leaks into training.
     """
 
     x: torch.Tensor
     y: torch.Tensor
     classes: list[str]
     test: tuple[torch.Tensor, torch.Tensor] | None = None
+    standardize: bool = False
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -89,7 +102,9 @@ def stratified_split(data: Data, fractions: tuple[float, float, float],
     """Split per class, so each split keeps the class proportions; same seed, same split.
 
     Within each class the samples are shuffled with ``seed`` and cut at the fractions;
-    the parts are concatenated in class order and then shuffled once more.
+    the parts are concatenated in class order and then shuffled once more. With
+    ``data.standardize`` every split is scaled by the training part's per-feature mean and
+    (population) standard deviation; a constant feature is only centred.
     """
     train_f, val_f, test_f = check_fractions(fractions)
     if data.test is not None:  # the dataset brings its own test split
@@ -116,10 +131,218 @@ def stratified_split(data: Data, fractions: tuple[float, float, float],
         return data.x[ix], data.y[ix]
 
     test = data.test if data.test is not None else take(picks[2])
-    split = Split(take(picks[0]), take(picks[1]), test, list(data.classes))
+    train, val = take(picks[0]), take(picks[1])
+    if data.standardize and len(picks[0]):
+        mean, std = standardization(train[0])
+
+        def scale(pair: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            return (pair[0] - mean.to(pair[0].device)) / std.to(pair[0].device), pair[1]
+
+        train, val, test = scale(train), scale(val), scale(test)
+    split = Split(train, val, test, list(data.classes))
     if min(split.sizes()) == 0:
         raise UsageError(f"split {fractions!r} leaves an empty part on {len(y)} samples")
     return split
+
+
+def standardization(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-feature mean and population standard deviation of ``x`` (over its first
+    dimension), a standard deviation of 0 taken as 1."""
+    x64 = x.double()
+    mean = x64.mean(0, keepdim=True)
+    std = x64.std(0, correction=0, keepdim=True)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return mean.to(x.dtype), std.to(x.dtype)
+
+
+# -- the user's own data: labels, features, objects ----------------------------------------
+
+
+def _label_name(value: Any) -> str:
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def encode_labels(values: Any, classes: Any = None,
+                  what: str = "dataset") -> tuple[torch.Tensor, list[str]]:
+    """Class indices and class names from labels of any kind.
+
+    With ``classes`` (a name per class), ``values`` must be indices into it. Without, the
+    distinct values become the classes, sorted (numbers as numbers, then written as text:
+    ``2`` before ``10``), and each label its index.
+    """
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise UsageError(f"{what}: the labels must be one per sample (shape (N,)), got "
+                         f"shape {tuple(arr.shape)}")
+    if classes is not None:
+        names = [_label_name(c) for c in np.asarray(classes).reshape(-1).tolist()]
+        if arr.dtype.kind not in "iub" or (len(arr) and (arr.min() < 0 or arr.max() >= len(names))):
+            raise UsageError(f"{what}: with {len(names)} class names the labels must be "
+                             f"indices 0..{len(names) - 1}")
+        return torch.as_tensor(arr.astype(np.int64)), names
+    if arr.dtype.kind == "f" and np.isnan(arr).any():
+        raise UsageError(f"{what}: {int(np.isnan(arr).sum())} label(s) are missing (NaN)")
+    try:
+        uniques, index = np.unique(arr, return_inverse=True)
+    except TypeError:  # mixed kinds of values: sort them as text
+        arr = arr.astype(str)
+        uniques, index = np.unique(arr, return_inverse=True)
+    return torch.as_tensor(index.reshape(-1).astype(np.int64)), \
+        [_label_name(u) for u in uniques.tolist()]
+
+
+def features(x: Any, what: str = "dataset") -> torch.Tensor:
+    """``x`` as a float32 tensor with one row per sample: uint8 values are read as image
+    pixels and scaled to [0, 1], other numbers kept as they are; a 1-d ``x`` is one feature
+    per sample ``(N, 1)``."""
+    if not isinstance(x, torch.Tensor):
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "iufb":
+            raise UsageError(f"{what}: x must hold numbers, got {arr.dtype} values")
+        x = torch.from_numpy(np.ascontiguousarray(arr))
+    x = x.detach().cpu()
+    if x.is_complex():
+        raise UsageError(f"{what}: x must hold real numbers, got {x.dtype}")
+    if x.ndim == 0:
+        raise UsageError(f"{what}: x must hold one row per sample, got a scalar")
+    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    return x.unsqueeze(1) if x.ndim == 1 else x
+
+
+def tensors_data(x: Any, y: Any, classes: Any = None, what: str = "dataset",
+                 test: tuple[Any, Any] | None = None) -> Data:
+    """A :class:`Data` from features ``x`` and labels ``y`` (tensors, arrays or lists);
+    ``test``: the data's own test split, labelled like ``y``."""
+    xs = features(x, what)
+    labels, names = encode_labels(y, classes, what)
+    if len(xs) != len(labels):
+        raise UsageError(f"{what}: x has {len(xs)} samples but y has {len(labels)} labels")
+    own_test = None
+    if test is not None:
+        xt = features(test[0], what)
+        raw_test = test[1].detach().cpu().numpy() if isinstance(test[1], torch.Tensor) \
+            else np.asarray(test[1])
+        if classes is None:  # the same classes as y: index by y's names
+            lookup = {n: i for i, n in enumerate(names)}
+            try:
+                yt = torch.as_tensor([lookup[_label_name(v)] for v in raw_test.tolist()],
+                                     dtype=torch.long)
+            except KeyError as exc:
+                raise UsageError(f"{what}: the test labels hold a class the training "
+                                 f"labels have not: {exc.args[0]!r}") from None
+        else:
+            yt, _ = encode_labels(raw_test, classes, what)
+        if len(xt) != len(yt) or xt.shape[1:] != xs.shape[1:]:
+            raise UsageError(f"{what}: the test split's x {tuple(xt.shape)} and y "
+                             f"({len(yt)}) do not match x {tuple(xs.shape)}")
+        own_test = (xt, yt)
+    if len(names) < 2:
+        raise UsageError(f"{what}: needs at least two classes, found {len(names)}"
+                         + (f" ({names[0]!r})" if names else ""))
+    return Data(xs, labels, names, test=own_test)
+
+
+def _sample(x: Any, what: str) -> torch.Tensor:
+    """One sample of a torch Dataset as a float tensor: a PIL image as ``(C, H, W)`` in
+    [0, 1], a tensor or array as it is."""
+    if hasattr(x, "getbands") and hasattr(x, "size"):  # a PIL image
+        arr = np.asarray(x)
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+        t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
+        return t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    return t.detach().cpu()
+
+
+def dataset_data(ds: Any, what: str = "dataset") -> Data:
+    """A torch ``Dataset`` of ``(x, y)`` samples, read whole into memory (it must fit):
+    ``TensorDataset`` directly, any other sample by sample; ``ds.classes`` names the
+    classes where it has them."""
+    from torch.utils.data import TensorDataset
+
+    classes = getattr(ds, "classes", None)
+    if isinstance(ds, TensorDataset) and len(ds.tensors) == 2:
+        x, y = ds.tensors
+    else:
+        try:
+            n = len(ds)
+        except TypeError:
+            raise UsageError(f"{what}: {type(ds).__name__} has no length (an iterable "
+                             f"dataset): give its tensors (x, y) instead") from None
+        xs, ys = [], []
+        for i in range(n):
+            sample = ds[i]
+            if not isinstance(sample, (tuple, list)) or len(sample) < 2:
+                raise UsageError(f"{what}: sample {i} of {type(ds).__name__} is not a pair "
+                                 f"(x, y)")
+            xs.append(_sample(sample[0], what))
+            label = sample[1]
+            ys.append(label.item() if isinstance(label, torch.Tensor) and label.numel() == 1
+                      else label)
+        shapes = {tuple(t.shape) for t in xs}
+        if len(shapes) > 1:
+            raise UsageError(f"{what}: the samples of {type(ds).__name__} differ in shape "
+                             f"({', '.join(map(str, sorted(shapes)[:3]))}...): give it a "
+                             f"transform that makes them one size")
+        if not xs:
+            raise UsageError(f"{what}: {type(ds).__name__} is empty")
+        x, y = torch.stack(xs), ys
+    if classes is not None:
+        labels = np.asarray(y.cpu().numpy() if isinstance(y, torch.Tensor) else y)
+        if labels.dtype.kind not in "iu" or (len(labels) and labels.max() >= len(classes)):
+            classes = None
+    return tensors_data(x, y, classes, what)
+
+
+def _digest(data: Data) -> str:
+    h = hashlib.sha1()
+    parts = [data.x, data.y] + (list(data.test) if data.test is not None else [])
+    for t in parts:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    h.update("\0".join(data.classes).encode())
+    h.update(b"std" if data.standardize else b"")
+    return h.hexdigest()[:8]
+
+
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, (tuple, list)) and len(value) == 2 and \
+        hasattr(value[0], "shape") and hasattr(value[1], "__len__")
+
+
+def is_one_dataset(value: Any) -> bool:
+    """Whether ``value`` (an API argument) is one dataset object rather than a list of
+    them: a tensor pair ``(x, y)``."""
+    return _is_pair(value)
+
+
+def as_data(value: Any, what: str = "dataset") -> tuple[str, Data]:
+    """A dataset object of the Python API and its name: a tensor pair ``(x, y)``
+    (``tensors-300x4-<digest>``), a :class:`Data` (``data-...``), a torch ``Dataset`` read
+    into memory (``<ClassName>-...``). The digest of the contents keeps names (and so
+    resume keys) apart for different data."""
+    from torch.utils.data import Dataset
+
+    if isinstance(value, Data):
+        data, prefix = value, "data"
+    elif _is_pair(value):
+        data, prefix = tensors_data(value[0], value[1], what=what), "tensors"
+    elif isinstance(value, Dataset):
+        data = dataset_data(value, what)
+        prefix = re.sub(r"[^A-Za-z0-9_.-]", "", type(value).__name__) or "dataset"
+        prefix = prefix if prefix[0].isalpha() else "dataset"
+    else:
+        raise UsageError(f"{what} {value!r:.80}: give a name, a tensor pair (x, y), a "
+                         f"lrlab.Data or a torch Dataset")
+    shape = "x".join(str(n) for n in data.x.shape)
+    return f"{prefix}-{shape}-{_digest(data)}", data
 
 
 def take_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

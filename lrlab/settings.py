@@ -257,10 +257,26 @@ def _not_empty(name: str, value: Any) -> list[Any]:
 
 
 def component_axis(kind: str) -> Parser:
-    """A list of components of ``kind``, each ``name`` or ``name(key=value, ...)``."""
+    """A list of components of ``kind``, each ``name`` or ``name(key=value, ...)``, a
+    model's import path (``models.py:Net(width=64)``), or, from the Python API, an object:
+    a model class or factory, a dataset as a tensor pair ``(x, y)``, a ``lrlab.Data`` or a
+    torch ``Dataset`` (:func:`lrlab.registry.object_spec`); a list of several is an axis."""
     def parse(name: str, value: Any) -> list[Spec]:
+        if kind == "dataset" and _one_dataset(value):
+            value = [value]  # (x, y) is one dataset, not a list of two
         return [parse_spec(v, kind) for v in _not_empty(name, value)]
     return parse
+
+
+def _one_dataset(value: Any) -> bool:
+    """A tensor pair ``(x, y)`` given to the API (checked without importing torch unless
+    the value is such an object)."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2 or \
+            not hasattr(value[0], "shape"):
+        return False
+    from lrlab.data import is_one_dataset
+
+    return is_one_dataset(value)
 
 
 def augment_axis(name: str, value: Any) -> list[tuple[Spec, ...]]:

@@ -1,16 +1,28 @@
 """Built-in datasets: scikit-learn's digits (embedded), and MNIST, Fashion-MNIST, CIFAR-10
-through torchvision from a data root (downloaded only when asked)."""
+through torchvision from a data root (downloaded only when asked); and the user's own data
+without plugin code: ``imagefolder``, ``csv``, ``npz``, ``tensors`` and ``torchvision``
+(any of its classification datasets, by name).
+
+Every dataset here is read whole into memory (it must fit). A relative ``path`` is
+relative to the current folder, as ``--data-root`` and ``--out`` are.
+"""
 
 from __future__ import annotations
 
+import difflib
+import hashlib
+import inspect
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lrlab.data import Data
+from lrlab.data import Data, tensors_data
 from lrlab.errors import UsageError
 from lrlab.markers import hookimpl
+from lrlab.registry import closest
 
 
 def digits(root: str) -> Data:
@@ -113,9 +125,423 @@ def cifar10(root: str, *, download: bool = False, subset: int = 0) -> Data:
     return _torchvision("CIFAR10", "cifar-10-batches-py", root, download, subset)
 
 
+# -- the user's own data ------------------------------------------------------------------
+
+
+def _local(path: str, what: str, folder: bool = False) -> Path:
+    """``path`` (relative to the current folder) that exists: a file, or a folder."""
+    p = Path(path).expanduser()
+    full = p if p.is_absolute() else Path.cwd() / p
+    where = "" if p.is_absolute() else f" (relative to {Path.cwd()})"
+    kind = "folder" if folder else "file"
+    if not full.exists():
+        raise UsageError(f"dataset {what}: no {kind} {path}{where}")
+    if folder and not full.is_dir():
+        raise UsageError(f"dataset {what}: {path} is a file, not a folder of class folders")
+    if not folder and full.is_dir():
+        raise UsageError(f"dataset {what}: {path} is a folder, not a file")
+    return full
+
+
+def _image_files(root: Path) -> tuple[list[str], list[list[Path]]]:
+    """The class folders of an ImageFolder layout (sorted names, hidden ones left out)
+    and the image files in each (recursively, by extension, sorted)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    files = []
+    for name in classes:
+        found = []
+        for folder, dirs, names in os.walk(root / name, followlinks=True):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            found += [Path(folder) / n for n in names
+                      if not n.startswith(".") and n.lower().endswith(IMG_EXTENSIONS)]
+        files.append(sorted(found))
+    return classes, files
+
+
+def _fit_image(img, size: int, grayscale: bool):
+    """A PIL image in the mode asked for, its shorter side resized to ``size`` and its
+    centre cropped to ``size`` x ``size`` (the aspect ratio kept)."""
+    from PIL import Image, ImageOps
+
+    img = img.convert("L" if grayscale else "RGB")
+    return ImageOps.fit(img, (size, size), Image.Resampling.BILINEAR)
+
+
+def _decode(path: Path, size: int, grayscale: bool, base: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            arr = np.asarray(_fit_image(img, size, grayscale), dtype=np.uint8)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise UsageError(f"dataset imagefolder: cannot read image {path.relative_to(base)}: "
+                         f"{' '.join(str(exc).split()) or type(exc).__name__}") from None
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+CACHE_PREFIX = ".lrlab-cache-"
+
+
+def _cache_name(size: int, grayscale: bool, files: list[list[Path]], base: Path) -> tuple[str, str]:
+    """The cache file's name, and the pattern of the older ones of the same settings: the
+    settings and a digest of every file's name, size and modification time."""
+    h = hashlib.sha1(b"lrlab imagefolder cache 1")
+    for group in files:
+        h.update(b"\0class")
+        for f in group:
+            st = f.stat()
+            h.update(f"{f.relative_to(base).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    stem = f"{CACHE_PREFIX}{size}px-{'gray' if grayscale else 'rgb'}-"
+    return f"{stem}{h.hexdigest()[:16]}.pt", f"{stem}*.pt"
+
+
+def imagefolder(root: str, *, path: str, size: int = 32, grayscale: bool = False,
+                cache: bool = True) -> Data:
+    """Your images, one folder per class (torchvision's ImageFolder layout), as size x size.
+
+    Each image is converted to RGB (or `grayscale`), its shorter side resized to `size`
+    and its centre cropped; the decoded images are cached beside them
+    (`.lrlab-cache-*.pt`, rebuilt when a file is added, removed or changed; `cache=false`
+    keeps nothing). The whole dataset is held in memory, so it must fit.
+    """
+    if size < 1:
+        raise UsageError(f"dataset imagefolder: size must be >= 1, got {size}")
+    base = _local(path, "imagefolder", folder=True)
+    classes, files = _image_files(base)
+    if len(classes) < 2:
+        found = f" (found only {classes[0]!r})" if classes else ""
+        raise UsageError(f"dataset imagefolder: {path} needs at least two class folders, "
+                         f"one per class, each holding its images{found}")
+    empty = [c for c, group in zip(classes, files, strict=True) if not group]
+    if empty:
+        raise UsageError(f"dataset imagefolder: class folder(s) {', '.join(map(repr, empty))} "
+                         f"in {path} hold no images (.png, .jpg, ...)")
+    name, pattern = _cache_name(size, grayscale, files, base)
+    target = base / name
+    if cache and target.is_file():
+        try:
+            stored = torch.load(target, weights_only=True)
+            if stored["classes"] == classes:
+                return Data(stored["x"].float().div_(255.0), stored["y"], list(classes))
+        except Exception:  # a broken cache is rebuilt
+            pass
+    paths = [f for group in files for f in group]
+    y = torch.tensor([i for i, group in enumerate(files) for _ in group], dtype=torch.long)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        arrays = list(pool.map(lambda f: _decode(f, size, grayscale, base), paths))
+    x = torch.from_numpy(np.stack(arrays))
+    if cache:
+        _write_cache(base, target, pattern, {"x": x, "y": y, "classes": list(classes)})
+    return Data(x.float().div_(255.0), y, list(classes))
+
+
+def _write_cache(base: Path, target: Path, pattern: str, payload: dict) -> None:
+    """Write the cache atomically and remove the stale ones of the same settings; a folder
+    that cannot be written is left as it is (no cache)."""
+    from lrlab.storage import StorageError, atomic_write
+
+    try:
+        atomic_write(target, lambda fh: torch.save(payload, fh))
+    except (StorageError, OSError):
+        return
+    for old in base.glob(pattern):
+        if old != target:
+            try:
+                old.unlink()
+            except OSError:
+                pass
+
+
+def _columns(value: str | list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [str(c).strip() for c in items if str(c).strip()]
+
+
+def csv(root: str, *, path: str, target: str | int,
+        features: str | list[str | int] | None = None, sep: str = ",",
+        standardize: bool = True) -> Data:
+    """A table of numbers: each row a sample, `target` its class, the other columns (or `features`) its features.
+
+    The target's distinct values become the classes (sorted; numbers as numbers). Each
+    feature is standardized with the mean and standard deviation of the training split
+    alone (`standardize=false` keeps the values as they are).
+    """
+    import pandas as pd
+
+    file = _local(path, "csv")
+    target = str(target)
+    try:
+        table = pd.read_csv(file, sep=sep)
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise UsageError(f"dataset csv: cannot read {path}: {' '.join(str(exc).split())}") \
+            from None
+    columns = [str(c) for c in table.columns]
+    table.columns = columns
+
+    def known(name: str, role: str) -> None:
+        if name not in columns:
+            near = closest(name, columns)
+            hint = f"; did you mean '{near}'?" if near else ""
+            raise UsageError(f"dataset csv: {path} has no {role} column '{name}'{hint} "
+                             f"(columns: {', '.join(columns)})")
+
+    known(target, "target")
+    chosen = _columns(features)
+    if chosen is None:
+        chosen = [c for c in columns if c != target]
+    for c in chosen:
+        known(c, "feature")
+    if target in chosen:
+        raise UsageError(f"dataset csv: the target column '{target}' is also among the "
+                         f"features")
+    if not chosen:
+        raise UsageError(f"dataset csv: {path} has no feature columns besides '{target}'")
+    for c in chosen:
+        col = table[c]
+        if not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)):
+            example = next((v for v in col if isinstance(v, str)), col.iloc[0])
+            raise UsageError(f"dataset csv: feature column '{c}' is not numeric (e.g. "
+                             f"{example!r}): encode it as numbers, or leave it out with "
+                             f"features=...")
+        missing = int(col.isna().sum())
+        if missing:
+            raise UsageError(f"dataset csv: feature column '{c}' has {missing} empty "
+                             f"value(s): fill or drop them first")
+    labels = table[target]
+    if labels.isna().any():
+        raise UsageError(f"dataset csv: target column '{target}' has "
+                         f"{int(labels.isna().sum())} empty value(s)")
+    values = labels.to_numpy()
+    if values.dtype == object:
+        values = values.astype(str)
+    x = torch.tensor(table[chosen].to_numpy(dtype=np.float32))
+    data = tensors_data(x, values, what=f"dataset csv ({path})")
+    data.standardize = standardize
+    return data
+
+
+def _arrays_file(path: str, what: str) -> tuple[Path, str]:
+    return _local(path, what), f"dataset {what} ({path})"
+
+
+def npz(root: str, *, path: str) -> Data:
+    """Arrays in a NumPy .npz file: `x` (a row per sample, any shape), `y` (labels), optional `classes`.
+
+    uint8 `x` is read as image pixels and scaled to [0, 1]; optional `x_test`, `y_test`
+    are the data's own test split. Labels are indices into `classes`, or else their
+    distinct values become the classes.
+    """
+    file, what = _arrays_file(path, "npz")
+    try:
+        with np.load(file, allow_pickle=False) as arrays:
+            found = {k: arrays[k] for k in arrays.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise UsageError(f"{what}: cannot read it as .npz: {' '.join(str(exc).split())}") \
+            from None
+    return _from_table(found, what)
+
+
+def tensors(root: str, *, path: str) -> Data:
+    """Tensors saved with torch.save: a pair (x, y) or a dict with `x`, `y` (optional `classes`, `x_test`, `y_test`).
+
+    Loaded with `weights_only=True` (no code runs); read like `npz`.
+    """
+    file, what = _arrays_file(path, "tensors")
+    try:
+        obj = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle's, torch's and the safe loader's own errors
+        raise UsageError(f"{what}: cannot load it with torch.load(weights_only=True): "
+                         f"{' '.join(str(exc).split())[:300]}") from None
+    if isinstance(obj, (tuple, list)) and len(obj) == 2:
+        obj = {"x": obj[0], "y": obj[1]}
+    if not isinstance(obj, dict):
+        raise UsageError(f"{what}: holds a {type(obj).__name__}; save a pair (x, y) or a "
+                         f"dict with 'x' and 'y'")
+    return _from_table(obj, what)
+
+
+def _from_table(found: dict, what: str) -> Data:
+    missing = [k for k in ("x", "y") if k not in found]
+    if missing:
+        raise UsageError(f"{what}: has no {' and '.join(map(repr, missing))} (it has: "
+                         f"{', '.join(map(str, found)) or 'nothing'})")
+    test = None
+    if ("x_test" in found) != ("y_test" in found):
+        raise UsageError(f"{what}: has one of x_test and y_test; give both or neither")
+    if "x_test" in found:
+        test = (found["x_test"], found["y_test"])
+    return tensors_data(found["x"], found["y"], found.get("classes"), what, test=test)
+
+
+# -- any torchvision classification dataset, by name --------------------------------------
+
+# torchvision.datasets entries that are not datasets of labelled samples to read by name
+_NOT_BY_NAME = {"VisionDataset", "DatasetFolder", "ImageFolder", "FakeData", "wrap_dataset_for_transforms_v2"}
+
+
+def _torchvision_classes() -> dict[str, type]:
+    import torchvision.datasets as tvd
+
+    out = {}
+    for name in getattr(tvd, "__all__", dir(tvd)):
+        obj = getattr(tvd, name, None)
+        if isinstance(obj, type) and name not in _NOT_BY_NAME:
+            out[name] = obj
+    return out
+
+
+def torchvision_class(name: str) -> type:
+    """A torchvision dataset class by its name (case does not matter)."""
+    known = _torchvision_classes()
+    if name in known:
+        return known[name]
+    folded = {k.lower(): v for k, v in known.items()}
+    if name.lower() in folded:
+        return folded[name.lower()]
+    near = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5) or \
+        [k for k in known if k.lower() in {m.lower() for m in difflib.get_close_matches(
+            name.lower(), list(folded), n=3, cutoff=0.5)}]
+    hint = f"; did you mean {', '.join(map(repr, near))}?" if near else ""
+    raise UsageError(f"dataset torchvision: torchvision has no dataset '{name}'{hint}")
+
+
+def _nchw(data: torch.Tensor) -> torch.Tensor:
+    """uint8 images ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` as ``(N, C, H, W)``."""
+    if data.ndim == 3:
+        return data.unsqueeze(1)
+    if data.ndim == 4 and data.shape[-1] in (1, 3, 4) and data.shape[1] not in (1, 3, 4):
+        return data.permute(0, 3, 1, 2).contiguous()
+    return data
+
+
+def _read_torchvision(ds, size: int, what: str) -> tuple[torch.Tensor, np.ndarray]:
+    """uint8 images ``(N, C, H, W)`` and the labels of a torchvision dataset: its arrays
+    (``data``, ``targets`` / ``labels``) where it has them, else sample by sample."""
+    data = getattr(ds, "data", None)
+    labels = getattr(ds, "targets", None)
+    if labels is None:
+        labels = getattr(ds, "labels", None)
+    if size == 0 and isinstance(data, (torch.Tensor, np.ndarray)) and labels is not None \
+            and np.asarray(data).ndim in (3, 4):
+        x = data if isinstance(data, torch.Tensor) else torch.from_numpy(np.asarray(data))
+        if x.dtype == torch.uint8:
+            return _nchw(x), np.asarray(labels)
+    xs, ys = [], []
+    for i in range(len(ds)):
+        sample = ds[i]
+        img, label = sample[0], sample[1]
+        if not hasattr(img, "convert"):
+            raise UsageError(f"{what}: its samples are {type(img).__name__}, not images")
+        if size:
+            img = _fit_image(img, size, img.mode == "L")
+        arr = np.asarray(img.convert("L" if img.mode in ("L", "1", "I", "F") else "RGB"),
+                         dtype=np.uint8)
+        xs.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+        if not isinstance(label, (int, np.integer)) and not (
+                isinstance(label, torch.Tensor) and label.numel() == 1):
+            raise UsageError(f"{what}: its targets are {type(label).__name__}, not class "
+                             f"indices: it is not a classification dataset")
+        ys.append(int(label))
+    if len({a.shape for a in xs}) > 1:
+        raise UsageError(f"{what}: its images differ in size; give size=N (e.g. size=64) "
+                         f"to resize them")
+    if not xs:
+        raise UsageError(f"{what}: it is empty")
+    return torch.from_numpy(np.stack(xs)), np.asarray(ys)
+
+
+def torchvision(root: str, *, name: str, download: bool = False, subset: int = 0,
+                split: str = "", size: int = 0) -> Data:
+    """Any torchvision classification dataset by class name (KMNIST, EMNIST, SVHN, CIFAR100, ...), from --data-root.
+
+    Downloaded only with `download=true` (or --download). A class with a `train` flag
+    gives its own test split; one with `split` reads "train" and "test" (or the `split`
+    you give, e.g. EMNIST's split=balanced, SVHN's split=extra). `size` resizes images of
+    varying size to size x size; `subset` keeps that many training samples, stratified.
+    """
+    _check_subset(subset)
+    cls = torchvision_class(name)
+    what = f"dataset torchvision({cls.__name__})"
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "root" not in params:
+        raise UsageError(f"{what}: {cls.__name__} does not read files from a root folder; "
+                         f"it cannot be read by name")
+    base: dict = {"root": str(root)}
+    if "download" in params:
+        base["download"] = download
+    if "train" in params:
+        if split and "split" not in params:
+            raise UsageError(f"{what}: {cls.__name__} takes no split (it has train and test)")
+        if split:
+            base["split"] = split
+        parts = [{"train": True}, {"train": False}]
+    elif "split" in params:
+        parts = [{"split": split}] if split else [{"split": "train"}, {"split": "test"}]
+    else:
+        if split:
+            raise UsageError(f"{what}: {cls.__name__} takes no split")
+        parts = [{}]
+    where = Path(root)
+    read = []
+    for part in parts:
+        try:
+            ds = cls(**base, **part)
+        except RuntimeError as exc:
+            if download:
+                raise UsageError(f"{what} could not be downloaded to {where}: "
+                                 f"{_one_line(exc)}") from None
+            raise UsageError(f"{what}: files not found (or not intact) in {where}: pass "
+                             f"--download to fetch them, or --data-root to point at the "
+                             f"folder that holds them ({_one_line(exc)})") from None
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"{what}: {_one_line(exc)}") from None
+        except (AssertionError, OSError, EOFError) as exc:
+            raise UsageError(f"{what}: files in {where} could not be read: "
+                             f"{_one_line(exc) or type(exc).__name__}") from None
+        x, labels = _read_torchvision(ds, size, what)
+        read.append((x, labels, getattr(ds, "classes", None)))
+    labels = [np.asarray(lab) for _, lab, _ in read]
+    if any(lab.dtype.kind not in "iu" for lab in labels):
+        raise UsageError(f"{what}: its targets are not class indices: it is not a "
+                         f"classification dataset")
+    if any(len(lab) and lab.min() < 0 for lab in labels):
+        raise UsageError(f"{what}: its targets hold negative class indices")
+    count = 1 + max(int(lab.max()) for lab in labels if len(lab))
+    classes = read[0][2]
+    names = [str(c) for c in classes] if classes is not None and len(classes) >= count \
+        else [str(i) for i in range(count)]
+    x, y = read[0][0], torch.as_tensor(labels[0].astype(np.int64))
+    test = (read[1][0], torch.as_tensor(labels[1].astype(np.int64))) if len(read) > 1 \
+        else None
+    if subset:
+        n_train = len(y)
+        x, y = stratified_subset(x, y, subset)
+        if test is not None:
+            n_test = max(len(names), round(subset * len(test[1]) / max(1, n_train)))
+            test = stratified_subset(test[0], test[1], n_test)
+    return Data(_images_nchw(x), y, names,
+                test=None if test is None else (_images_nchw(test[0]), test[1]))
+
+
+def _images_nchw(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div_(255.0)
+
+
 @hookimpl
 def lrlab_register_datasets(register):
     register("digits", digits)
     register("mnist", mnist)
     register("fashion-mnist", fashion_mnist)
     register("cifar10", cifar10)
+    register("imagefolder", imagefolder)
+    register("csv", csv)
+    register("npz", npz)
+    register("tensors", tensors)
+    register("torchvision", torchvision)

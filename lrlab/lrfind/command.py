@@ -6,6 +6,7 @@ written once. This module has no ``from __future__ import annotations``: Typer r
 annotations of ``lr_find_command`` as objects.
 """
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,9 @@ def run_lr_find(*, name: str | None = None, out: str | None = None, cwd: Path | 
     config = build_config(None, given, cwd=cwd)
     picked = {axis: one_value(axis, config.grid[axis]) for axis in ONE_VALUE}
     if name is None:
-        name = f"lrfind-{picked['dataset'].name}-{picked['model'].name}"
+        parts = (picked["dataset"].name, picked["model"].name)  # a model may be a path
+        name = "lrfind-" + "-".join(re.sub(r"[^A-Za-z0-9_.\-]+", "_", p).strip("_.")
+                                    for p in parts)
     check_name(name)
     test = {k: v for k, v in test.items() if v is not None}
     result = lr_find(**picked, **test, device=config.device, data_root=config.data_root,
