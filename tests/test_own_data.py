@@ -498,3 +498,22 @@ def test_a_model_in_a_subfolder_gives_run_ids_and_lr_find_names_that_are_file_na
                         model="nets/models.py:Plain(width=4)", out=str(tmp_path / "f"),
                         steps=5)
     assert found.files["summary"].parent.name == "lrfind-csv-nets_models.py_Plain"
+
+
+def test_digits_are_read_without_importing_scikit_learn_and_equal_load_digits():
+    import subprocess
+    import sys
+
+    code = ("import sys; from lrlab.builtin.datasets import digits; d = digits('data'); "
+            "assert 'sklearn' not in sys.modules; print(tuple(d.x.shape))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "(1797, 1, 8, 8)", done.stderr
+    from sklearn.datasets import load_digits
+
+    from lrlab.builtin.datasets import digits
+
+    bunch, ours = load_digits(), digits("data")
+    assert torch.equal(ours.x, torch.tensor(bunch.images, dtype=torch.float32)
+                       .unsqueeze(1) / 16.0)
+    assert torch.equal(ours.y, torch.tensor(bunch.target)) and ours.classes == \
+        [str(c) for c in bunch.target_names]

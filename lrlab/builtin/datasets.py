@@ -27,12 +27,29 @@ from lrlab.registry import closest
 
 def digits(root: str) -> Data:
     """scikit-learn's 1,797 8x8 handwritten digits, bundled with it: no download."""
-    from sklearn.datasets import load_digits
+    pixels, target = _digits_arrays()
+    x = torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+    y = torch.tensor(target, dtype=torch.long)
+    return Data(x, y, [str(c) for c in range(10)])
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The digits' pixels (N, 64) and labels, read from the file scikit-learn ships
+    (``sklearn/datasets/data/digits.csv.gz``, what ``load_digits`` reads) without
+    importing scikit-learn, whose import costs 1-3 s; ``load_digits`` when the file is
+    not where it used to be."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" \
+        if spec is not None and spec.origin else None
+    if path is not None and path.is_file():
+        data = np.loadtxt(path, delimiter=",")
+        return data[:, :-1], data[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits  # pragma: no cover - a moved file
 
     bunch = load_digits()
-    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(bunch.target, dtype=torch.long)
-    return Data(x, y, [str(c) for c in bunch.target_names])
+    return bunch.data, bunch.target
 
 
 def stratified_subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int = 0):
