@@ -5,12 +5,32 @@ permutation from the run's own generator, so the same seed gives the same batch 
 on every executor. After every epoch the model is evaluated clean (eval mode, no
 augmentation) on the train and validation splits; the test split is evaluated once, at
 the end, at the restored epoch when the stopper restores one.
+
+Checkpoints (:mod:`lrlab.checkpoints`): given a store and the run's key, :func:`train`
+saves, at an epoch boundary when a save is due (and the run goes on), everything that
+decides the rest of the run: the history so far, the model's, optimizer's and schedule's
+``state_dict`` (a schedule without one: its attributes), the end-of-epoch rule (the stopper's state, whether a snapshot was
+taken), the restore-best snapshot, the batch-order generator, the global random state
+(CPU, and CUDA on a GPU) that augmentation and dropout draw from, the epoch and the wall
+time used. When the run starts and a readable checkpoint of the local format for its
+device type exists, it continues after that epoch: built and seeded as always, then
+every piece restored, so its history (``wall_s`` aside) and test numbers are the ones
+of the run never interrupted, bit for bit on CPU. A checkpoint that does not fit (another
+format, device type or run, an epoch out of range, a restore that raises) is ignored: the run trains from
+scratch and overwrites it at its first save. So is one saved under other code (``code``,
+the components' code record: an edited plugin retrains, as for stored runs).
+
+Hooks on a resumed run: ``lrlab_run_start`` fires (it fires whenever a process starts
+training the run); ``lrlab_epoch_end`` fires only for the epochs trained now, from the
+one after the checkpoint (an epoch trained after the last checkpoint, before the kill,
+is trained, and seen by the hook, again).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import time
 import warnings
@@ -21,6 +41,13 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from lrlab.checkpoints import (
+    CheckpointStore,
+    object_state,
+    restore_object,
+    rng_state,
+    set_rng_state,
+)
 from lrlab.config import Run
 from lrlab.data import Split, take_rows
 from lrlab.epochs import EpochRule
@@ -37,6 +64,17 @@ class Trained:
     test_acc: float
     restored_epoch: int | None  # the epoch whose weights were tested, if restored
     stopped_by: str | None  # "stopper", "plugin", "diverged" or None (ran all epochs)
+    resumed_epoch: int | None = None  # continued after this epoch of a checkpoint
+    resumed_wall_s: float = 0.0  # the wall time the checkpoint had used
+
+
+# the format of a local checkpoint; one of another format (a vectorized member's) or
+# another version is not resumed here
+LOCAL_FORMAT = "lrlab.local/1"
+
+
+class Unresumable(Exception):
+    """A checkpoint that could not be restored: the run starts from scratch."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -108,18 +146,59 @@ def cpu_threads(model: torch.nn.Module, batch_size: int, device: torch.device,
 
 
 def train(run: Run, data: Split, registry: Registry, settings: TrainSettings,
-          epoch_end: Callable[[Run, int, dict[str, float]], bool] | None = None) -> Trained:
-    """Train ``run`` on ``data`` (already on ``settings.device``) and evaluate it."""
+          epoch_end: Callable[[Run, int, dict[str, float]], bool] | None = None,
+          checkpoints: CheckpointStore | None = None, key: str | None = None,
+          code: str = "") -> Trained:
+    """Train ``run`` on ``data`` (already on ``settings.device``) and evaluate it; with
+    ``checkpoints`` and the run's ``key``, continue from its checkpoint and save new ones
+    (see the module's docstring); ``code`` identifies the code of the run's components
+    (a checkpoint saved under another code is not continued)."""
+    keep = Keeper(checkpoints, key, code) if checkpoints is not None and key else None
+    saved = keep.load(run, settings.device) if keep is not None else None
+    try:
+        return _start(run, data, registry, settings, epoch_end, keep, saved)
+    except Unresumable:
+        return _start(run, data, registry, settings, epoch_end, keep, None)
+
+
+def _start(run: Run, data: Split, registry: Registry, settings: TrainSettings,
+           epoch_end: Callable[[Run, int, dict[str, float]], bool] | None,
+           keep: Keeper | None, saved: dict[str, Any] | None) -> Trained:
     torch.manual_seed(run.seed)  # initialization, dropout and augmentation randomness
     model = registry.build("model", run.model, data.input_shape, data.num_classes)
     model = model.to(settings.device)
     with cpu_threads(model, run.batch_size, settings.device, settings.threads):
-        return _train(run, model, data, registry, settings, epoch_end)
+        return _train(run, model, data, registry, settings, epoch_end, keep, saved)
+
+
+class Keeper:
+    """The checkpoints of one run: when to save, what, and what a saved one must be."""
+
+    def __init__(self, store: CheckpointStore, key: str, code: str = "") -> None:
+        self.store, self.key, self.code = store, key, code
+
+    def load(self, run: Run, device: torch.device) -> dict[str, Any] | None:
+        """The run's checkpoint when it is one this executor can continue."""
+        saved = self.store.load(self.key, map_location="cpu")  # copied in place later
+        head = saved.get("header") if saved is not None else None
+        if not isinstance(head, dict) or head.get("format") != LOCAL_FORMAT \
+                or head.get("device") != device.type or head.get("run_id") != run.run_id \
+                or head.get("code", "") != self.code \
+                or not 0 < head.get("epoch", 0) < run.epochs:
+            return None
+        return saved
+
+    def begin(self) -> None:
+        self.store.begin(self.key)
+
+    def save_if_due(self, make_state: Callable[[], dict[str, Any]]) -> bool:
+        return self.store.save_if_due(self.key, make_state)
 
 
 def _train(run: Run, model: torch.nn.Module, data: Split, registry: Registry,
            settings: TrainSettings,
-           epoch_end: Callable[[Run, int, dict[str, float]], bool] | None) -> Trained:
+           epoch_end: Callable[[Run, int, dict[str, float]], bool] | None,
+           keep: Keeper | None = None, saved: dict[str, Any] | None = None) -> Trained:
     device = settings.device
     batch_gen = torch.Generator(device=device).manual_seed(run.seed)  # batch order
     loss_fn = registry.build("loss", run.loss, data.num_classes)
@@ -139,14 +218,43 @@ def _train(run: Run, model: torch.nn.Module, data: Split, registry: Registry,
         return {"train_loss": train_loss, "train_acc": train_acc,
                 "val_loss": val_loss, "val_acc": val_acc}
 
-    start = time.perf_counter()
-    history = [{"epoch": 0, "lr": optimizer.param_groups[0]["lr"], **clean_metrics(),
-                "max_batch_loss": math.nan, "batch_loss": math.nan, "wall_s": 0.0}]
     rule = EpochRule(run, stopper, settings.thresholds, epoch_end)
     best_state: dict[str, Any] | None = None
     stopped_by = None
+    if saved is None:
+        start = time.perf_counter()
+        history = [{"epoch": 0, "lr": optimizer.param_groups[0]["lr"], **clean_metrics(),
+                    "max_batch_loss": math.nan, "batch_loss": math.nan, "wall_s": 0.0}]
+        first = 1
+    else:
+        try:  # everything built as for a fresh start, now set to where the run was
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            restore_object(schedule, saved["schedule"])
+            rule.load_state_dict(saved["rule"])
+            best_state = saved["best"]
+            batch_gen.set_state(saved["batch_gen"])
+            history = saved["history"]
+            first = saved["header"]["epoch"] + 1
+            if len(history) != first:
+                raise ValueError(f"{len(history)} history rows for epoch {first - 1}")
+            set_rng_state(saved["rng"], device)
+        except Exception as exc:
+            raise Unresumable(str(exc)) from exc
+        start = time.perf_counter() - saved["wall_s"]
+    if keep is not None:
+        keep.begin()
 
-    for epoch in range(1, run.epochs + 1):
+    def checkpoint(epoch: int) -> dict[str, Any]:
+        return {"header": {"format": LOCAL_FORMAT, "device": device.type, "epoch": epoch,
+                           "run_id": run.run_id, "code": keep.code if keep else ""},
+                "history": history, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "schedule": object_state(schedule),
+                "rule": rule.state_dict(), "best": best_state,
+                "batch_gen": batch_gen.get_state(), "rng": rng_state(device),
+                "wall_s": time.perf_counter() - start}
+
+    for epoch in range(first, run.epochs + 1):
         model.train()
         order = torch.randperm(n, generator=batch_gen, device=device)
         peak = torch.zeros((), device=device)  # the epoch's largest mini-batch loss
@@ -179,12 +287,17 @@ def _train(run: Run, model: torch.nn.Module, data: Split, registry: Registry,
         if decision.stopped_by:
             stopped_by = decision.stopped_by
             break
+        if keep is not None and epoch < run.epochs:
+            keep.save_if_due(functools.partial(checkpoint, epoch))
 
     restored = rule.restore_epoch(stopped_by)
     if restored is not None:
         model.load_state_dict(best_state)
     test_loss, test_acc = evaluate(model, loss_fn, *data.test, settings.eval_batch_size)
-    return Trained(history, test_loss, test_acc, restored, stopped_by)
+    if saved is None:
+        return Trained(history, test_loss, test_acc, restored, stopped_by)
+    return Trained(history, test_loss, test_acc, restored, stopped_by,
+                   resumed_epoch=first - 1, resumed_wall_s=saved["wall_s"])
 
 
 # the keys a schedule may change; a schedule that changes others (momentum cycling)

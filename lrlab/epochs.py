@@ -28,6 +28,10 @@ The checks, in order:
 At the end, the best epoch's weights are restored when the stopper asks for it and a copy
 was taken, unless the run diverged. An exception from the stopper or the hook propagates
 to the executor, which decides what it means (a failed run, or one failed group member).
+
+A checkpoint keeps the rule's state (:meth:`EpochRule.state_dict`: the stopper's, through
+:func:`lrlab.checkpoints.object_state`, and whether a snapshot was taken), so a resumed
+run is judged as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lrlab.checkpoints import object_state, restore_object
 from lrlab.config import Run
 from lrlab.verdicts import divergence
 
@@ -75,6 +80,15 @@ class EpochRule:
         if plugin:
             return Decision("plugin", snapshot)
         return Decision("stopper" if stop else None, snapshot)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the rule has seen: the stopper's state and whether a snapshot was taken."""
+        return {"stopper": object_state(self.stopper), "snapshot_taken": self.snapshot_taken}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (the stopper built afresh for the same run)."""
+        self.stopper = restore_object(self.stopper, state["stopper"])
+        self.snapshot_taken = bool(state["snapshot_taken"])
 
     def restore_epoch(self, stopped_by: str | None) -> int | None:
         """The epoch whose snapshot to load before testing, or None to test the last

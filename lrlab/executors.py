@@ -6,10 +6,22 @@ context gives it the data (loaded once, on the device), the components, the life
 hooks and :meth:`Context.train_one`, which trains one run exactly as the local executor
 does and turns any exception into an ``error`` result. The sweep driver stores each
 result, judges it and calls ``lrlab_run_end``; an executor never has to.
+
+``Context.checkpoints`` (:class:`lrlab.checkpoints.CheckpointStore`, in
+``<sweep folder>/.checkpoints/``, saving every ``checkpoint_s`` seconds) is where an
+executor keeps its runs in flight; the driver removes a run's checkpoint once the run is
+stored. :meth:`Context.train_one` continues a run from its checkpoint. A Context built
+without one (``checkpoints=None``) checkpoints nothing. The Ray plugin's workers build
+their Context from the sweep's config like the driver, so they checkpoint too: into the
+``out`` folder as the worker's working folder resolves it, under the worker's run key
+(which names the data root by its absolute path). A task Ray retries on that machine
+continues from there; but only when ``--out`` and ``--data-root`` are absolute (and the
+folder shared) are they the driver's files, removed once the run is stored.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import traceback
 from collections.abc import Iterator
@@ -18,8 +30,9 @@ from typing import Any, Protocol
 
 import torch
 
-from lrlab.config import Run, SweepConfig, run_key
-from lrlab.data import Split, stratified_split
+from lrlab.checkpoints import CheckpointStore
+from lrlab.config import COMPONENT_AXES, Run, SweepConfig, run_key
+from lrlab.data import Split, check_finite, stratified_split
 from lrlab.engine import train
 from lrlab.plugins import Plugins
 from lrlab.registry import Spec
@@ -32,6 +45,16 @@ class Executor(Protocol):
         ...
 
 
+FROM_CONFIG: Any = "from the config"  # Context(checkpoints=...) left out
+
+
+def checkpoint_store(config: SweepConfig, on_problem=None) -> CheckpointStore:
+    """The store of a sweep's checkpoints: ``.checkpoints/`` in its folder, saving every
+    ``checkpoint_s`` seconds."""
+    return CheckpointStore(config.out_dir / ".checkpoints",
+                           float(getattr(config, "checkpoint_s", 30)), on_problem)
+
+
 @dataclass
 class Context:
     """What an executor needs to train runs; one per sweep."""
@@ -42,6 +65,13 @@ class Context:
     stop_requested: bool = False  # set by the driver under -x after an error
     _data: dict[str, Split] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # said once to the user at the end
+    # where runs in flight are checkpointed; by default the sweep's .checkpoints folder
+    checkpoints: CheckpointStore | None = field(default=FROM_CONFIG)  # type: ignore[assignment]
+    resumed: list[str] = field(default_factory=list)  # run ids continued from a checkpoint
+
+    def __post_init__(self) -> None:
+        if self.checkpoints is FROM_CONFIG:
+            self.checkpoints = checkpoint_store(self.config, self.note)
 
     @property
     def registry(self):
@@ -56,6 +86,21 @@ class Context:
         """The run's resume key (what the store skips on a re-run)."""
         return run_key(run, self.config)
 
+    def code_record(self, run: Run) -> str:
+        """What decides the run's numbers besides its settings (lrlab's version, each
+        component's code; what the sweep records per stored run): a checkpoint saved
+        under another is not continued."""
+        from lrlab.version import __version__
+
+        parts = {"lrlab": __version__}
+        for axis, kind in COMPONENT_AXES.items():
+            value = getattr(run, axis)
+            for spec in value if axis == "augment" else (value,):
+                if kind == "augmentation" and spec.name == "none":
+                    continue
+                parts[f"{kind} '{spec.name}'"] = self.plugins.code_version(kind, spec.name)
+        return json.dumps(parts, sort_keys=True)
+
     def data(self, run: Run) -> Split:
         """The run's dataset, split and on the device; loaded once per sweep."""
         return self.dataset(run.dataset)
@@ -68,6 +113,7 @@ class Context:
             if self.config.download and "download" in comp.params:
                 spec = Spec(spec.name, tuple(sorted({**spec.kwargs, "download": True}.items())))
             raw = self.registry.build("dataset", spec, self.config.data_root)
+            check_finite(raw, str(spec))  # NaN features: one line now, not a sweep of diverged runs
             split = stratified_split(raw, self.config.split, self.config.split_seed)
             self._data[name] = split.to(self.device)
         return self._data[name]
@@ -100,10 +146,26 @@ class Context:
             stopped_by=trained.stopped_by if trained else None,
             num_classes=data_classes, wall_s=wall_s, device=str(self.device), error=error,
             key=self.run_key(run))
+        if trained is not None and getattr(trained, "resumed_epoch", None) is not None:
+            self._count_resumed(run)
         return RunResult(run, summary, history)
 
+    def _count_resumed(self, run: Run) -> None:
+        """One note, kept up to date: how many runs continued from a checkpoint."""
+        def text() -> str:
+            return (f"checkpoints: {len(self.resumed)} run(s) continued from the "
+                    f"checkpoint a stopped sweep left")
+
+        old = text() if self.resumed else None
+        self.resumed.append(run.run_id)
+        if old in self.notes:
+            self.notes[self.notes.index(old)] = text()
+        else:
+            self.note(text())
+
     def train_one(self, run: Run, started: bool = False) -> RunResult:
-        """Train one run here and now; an exception becomes an ``error`` result.
+        """Train one run here and now (from its checkpoint, if it has one); an exception
+        becomes an ``error`` result.
 
         ``started``: ``lrlab_run_start`` already fired for this run (an executor that
         tried it another way first and now retrains it here), so it does not fire again.
@@ -113,11 +175,16 @@ class Context:
             data = self.data(run)
             if not started:
                 self.run_start(run)
-            trained = train(run, data, self.registry, self.settings, self.epoch_end)
+            trained = train(run, data, self.registry, self.settings, self.epoch_end,
+                            checkpoints=self.checkpoints, key=self.run_key(run),
+                            code=self.code_record(run) if self.checkpoints is not None
+                            else "")
         except Exception:
             return self.result(run, wall_s=time.perf_counter() - start,
                                error=traceback.format_exc())
-        return self.result(run, trained, wall_s=time.perf_counter() - start)
+        # the wall time of a resumed run counts what it used before it was stopped
+        return self.result(run, trained, wall_s=time.perf_counter() - start
+                           + getattr(trained, "resumed_wall_s", 0.0))
 
 
 def one_by_one(runs: list[Run], context: Context, started: bool = False) -> Iterator[RunResult]:

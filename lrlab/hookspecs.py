@@ -177,7 +177,8 @@ def lrlab_sweep_start(config: SweepConfig, runs: list[Run]) -> None:
 def lrlab_run_start(run: Run) -> None:
     """Called before a run's first epoch, on whichever executor trains it.
 
-    Its data is loaded by then; its model is not built yet.
+    Its data is loaded by then; its model is not built yet. A run that continues from the
+    checkpoint a killed or interrupted sweep left gets this call again when it resumes.
 
     :param run: the run about to be trained (its ``run_id`` and every axis value).
     """
@@ -194,7 +195,9 @@ def lrlab_epoch_end(run: Run, epoch: int, metrics: dict[str, float]) -> bool | N
     ``stopped_by = "plugin"``; a stopper's ``restore_best`` still applies. If an executor
     gives up on a way of training a run midway (a vectorized group that fails is
     retrained one run at a time), the run starts over from epoch 1 and this hook sees
-    those epochs again; ``lrlab_run_start`` does not fire twice.
+    those epochs again; ``lrlab_run_start`` does not fire twice. A run resumed from a
+    checkpoint calls it only for the epochs trained after the checkpoint (an epoch trained
+    after the last checkpoint, before the sweep was killed, is seen again).
 
     :param run: the run being trained.
     :param epoch: the epoch just finished, counted from 1.

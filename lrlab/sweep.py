@@ -11,7 +11,6 @@ the moment it finishes.
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 import time
@@ -289,9 +288,11 @@ def execute(prepared: Prepared, *, fresh: bool = False, exitfirst: bool = False,
     config, host, context = prepared.config, prepared.plugins, prepared.context
     start = time.perf_counter()
     selected = {run_key(r, config): r for r in prepared.runs}  # the runs -k kept
-    codes = {key: code_record(run, host) for key, run in selected.items()}
+    codes = {key: context.code_record(run) for key, run in selected.items()}
     store = ResultStore(config.out_dir)
     with FolderLock(config.out_dir, config.command_line):
+        if fresh and context.checkpoints is not None:
+            context.checkpoints.clear()  # starting over: runs in flight start over too
         todo, skipped, notes = store.resume(selected, prepared.grid_keys or set(selected),
                                             fresh=fresh, codes=codes)
         info = manifest(config, host, context)
@@ -355,22 +356,6 @@ def finish(prepared: Prepared, store: ResultStore, info: dict[str, Any], start: 
         write_report(config.out_dir, plugins=host)
     return SweepResult(config, runs, history, config.out_dir, time.perf_counter() - start,
                        ran, [r.run_id for r in skipped], notes, configs)
-
-
-def code_record(run: Run, host: Plugins) -> str:
-    """What decides a run's numbers besides its settings, as JSON: lrlab's version and
-    each component's code (see :meth:`Plugins.code_version`). A stored run whose record
-    differs is trained again."""
-    from lrlab.version import __version__
-
-    parts = {"lrlab": __version__}
-    for axis, kind in COMPONENT_AXES.items():
-        value = getattr(run, axis)
-        for spec in value if axis == "augment" else (value,):
-            if kind == "augmentation" and spec.name == "none":
-                continue
-            parts[f"{kind} '{spec.name}'"] = host.code_version(kind, spec.name)
-    return json.dumps(parts, sort_keys=True)
 
 
 def recipe_notes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:

@@ -13,10 +13,14 @@ Prechelt's definitions, with E_va and E_tr the validation and training loss:
 
 All three keep (and by default restore) the epoch of the lowest validation loss, as the
 paper prescribes.
+
+Every stopper here has ``state_dict()`` / ``load_state_dict()`` (its attributes, copied),
+so a checkpointed run continues with the stopper it had (:mod:`lrlab.checkpoints`).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Literal
 
@@ -25,7 +29,17 @@ from lrlab.markers import hookimpl
 from lrlab.verdicts import generalization_loss
 
 
-class NoStopper:
+class Stateful:
+    """``state_dict()`` / ``load_state_dict()``: everything the stopper has seen so far."""
+
+    def state_dict(self) -> dict:
+        return copy.deepcopy(vars(self))
+
+    def load_state_dict(self, state: dict) -> None:
+        vars(self).update(copy.deepcopy(state))
+
+
+class NoStopper(Stateful):
     """Never stops; its best epoch is the one of the lowest validation loss."""
 
     restore_best = False
@@ -40,7 +54,7 @@ class NoStopper:
         return False
 
 
-class Patience:
+class Patience(Stateful):
     """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs.
 
     Keras's ``EarlyStopping`` (and Lightning's) step by step: the wait grows by one each
@@ -79,7 +93,7 @@ class Patience:
         return self.wait >= self.patience and epoch > 1
 
 
-class Prechelt:
+class Prechelt(Stateful):
     """Shared bookkeeping of Prechelt's criteria: losses per epoch, the best epoch."""
 
     def __init__(self, restore_best: bool) -> None:

@@ -13,6 +13,14 @@ would. ``vectorized`` also vectorizes runs whose model draws randomness in train
 the local executor's. ``auto`` keeps those on the local executor, so it changes how fast a
 sweep runs, not its numbers (up to float rounding: batched kernels may round the last
 bits differently from a single run's).
+
+Resuming a stopped sweep: the runs of a group whose members left checkpoints
+(:mod:`lrlab.vectorized.trainer`) are grouped by the checkpoints' signature first, so the
+members saved together are trained together again from where they were, in their saved
+layout (a group of one included: ``auto`` does not send it to the local executor); a run
+whose checkpoint is the local executor's continues on the local executor; the others are
+grouped as usual. A resumed run's numbers are those it would have had uninterrupted on
+the same executor, dropout under ``vectorized`` included.
 """
 
 from __future__ import annotations
@@ -21,15 +29,20 @@ from collections import Counter
 from collections.abc import Generator, Iterator
 
 from lrlab.config import Run
+from lrlab.engine import LOCAL_FORMAT
 from lrlab.executors import Context, one_by_one
 from lrlab.markers import hookimpl
 from lrlab.results import RunResult
 from lrlab.vectorized.plan import Plan, group_key, plan_group
-from lrlab.vectorized.trainer import train_group
+from lrlab.vectorized.trainer import VECTORIZED_FORMAT, signature_of, train_group
 
 RANDOM = ("{what} draws its random numbers for the whole group, so those runs are valid "
           "but not identical to the local executor's")
 AUTO_RANDOM = "{what} would draw other random numbers under vmap"
+
+
+class Resumed(list):
+    """A group of runs continuing together from their checkpoints."""
 
 
 class VectorizedExecutor:
@@ -42,7 +55,9 @@ class VectorizedExecutor:
 
     def groups(self, runs: list[Run], context: Context) -> list[list[Run] | tuple[str, Run]]:
         """Runs grouped by what they must share, in order of first appearance; a run that
-        can never be vectorized comes as ``(reason, run)``."""
+        can never be vectorized comes as ``(reason, run)``, one that continues from a local
+        checkpoint as ``("", run)``, members continuing from their checkpoints as a
+        :class:`Resumed` group."""
         keyed: dict[object, list[Run]] = {}
         out: list[list[Run] | tuple[str, Run]] = []
         for run in runs:
@@ -58,9 +73,13 @@ class VectorizedExecutor:
         for item in out:
             if isinstance(item, tuple):
                 chunks.append(item)
-            else:
-                chunks += [item[i:i + self.max_group]
-                           for i in range(0, len(item), self.max_group)]
+                continue
+            for part in by_checkpoint(item, context):
+                if isinstance(part, tuple):
+                    chunks.append(part)
+                else:
+                    chunks += [type(part)(part[i:i + self.max_group])
+                               for i in range(0, len(part), self.max_group)]
         return chunks
 
     def run(self, runs: list[Run], context: Context) -> Iterator[RunResult]:
@@ -68,12 +87,15 @@ class VectorizedExecutor:
         for item in self.groups(runs, context):
             if context.stop_requested:
                 return
-            group = [item[1]] if isinstance(item, tuple) else item
-            if len(group) == 1 and self.auto and not isinstance(item, tuple):
+            group = [item[1]] if isinstance(item, tuple) else list(item)
+            resumed = isinstance(item, Resumed)
+            quiet = isinstance(item, tuple) and not item[0]  # a local checkpoint goes on
+            if quiet or (len(group) == 1 and self.auto and not isinstance(item, tuple)
+                         and not resumed):
                 tally["local"] += 1  # a group of one gains nothing from vmap: no news
                 yield from one_by_one(group, context)
                 continue
-            plan = item[0] if isinstance(item, tuple) else self.plan(group, context)
+            plan = item[0] if isinstance(item, tuple) else self.plan(group, context, resumed)
             if isinstance(plan, str):
                 self.say(context, f"the {group[0].model} runs were trained one at a time: "
                                   f"{plan}")
@@ -89,12 +111,13 @@ class VectorizedExecutor:
             context.note(f"auto: {tally['vectorized']} run(s) trained vectorized in "
                          f"{tally['groups']} group(s), {tally['local']} one at a time")
 
-    def plan(self, group: list[Run], context: Context) -> Plan | str:
-        """The group's plan, or why it is trained one run at a time."""
+    def plan(self, group: list[Run], context: Context, resumed: bool = False) -> Plan | str:
+        """The group's plan, or why it is trained one run at a time (``resumed``: members
+        continuing from their checkpoints, planned even alone)."""
         try:
             data = context.data(group[0])
             plan = plan_group(group, context.registry, data, group[0].batch_size,
-                              context.device)
+                              context.device, single=resumed)
         except Exception as exc:  # the local executor turns it into each run's error
             return f"preparing them together failed ({type(exc).__name__}: {exc})"
         if isinstance(plan, str):
@@ -131,6 +154,34 @@ class VectorizedExecutor:
                                   started=True)
             return False
         return True
+
+
+def by_checkpoint(runs: list[Run], context: Context) -> list[list[Run] | tuple[str, Run]]:
+    """``runs`` (of one group key) split by their checkpoints: a :class:`Resumed` group per
+    signature of vectorized members' checkpoints, ``("", run)`` per run continuing a local
+    checkpoint, and the rest (no checkpoint, or one that does not fit) as one group."""
+    store = getattr(context, "checkpoints", None)
+    if store is None:
+        return [runs]
+    device = getattr(context, "device", None)
+    resumed: dict[tuple, Resumed] = {}
+    local: list[tuple[str, Run]] = []
+    rest: list[Run] = []
+    for run in runs:
+        head = store.peek(context.run_key(run))
+        if head is None or device is None or head.get("device") != device.type \
+                or head.get("code", "") != context.code_record(run):
+            rest.append(run)  # none, or one that does not fit: trained from scratch
+        elif head.get("format") == LOCAL_FORMAT:
+            local.append(("", run))
+        elif head.get("format") == VECTORIZED_FORMAT and isinstance(head.get("group"), dict):
+            try:
+                resumed.setdefault(signature_of(head), Resumed()).append(run)
+            except (KeyError, TypeError):  # a header of another version
+                rest.append(run)
+        else:
+            rest.append(run)
+    return [*resumed.values(), *local, *([rest] if rest else [])]
 
 
 def vectorized(*, max_group: int = 64) -> VectorizedExecutor:

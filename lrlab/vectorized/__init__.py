@@ -9,7 +9,8 @@
   fused into ``baddbmm``);
 - :mod:`lrlab.vectorized.optim`: SGD, Adam, AdamW and RAdam batched over members;
 - :mod:`lrlab.vectorized.trainer`: the training loop of a group, member by member the
-  same as :func:`lrlab.engine.train`.
+  same as :func:`lrlab.engine.train`, and its checkpoints (one file per member, a group
+  resumed in its saved layout).
 
 The executors ``vectorized`` and ``auto`` (:mod:`lrlab.builtin.vectorized`) use them.
 """

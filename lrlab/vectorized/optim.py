@@ -62,12 +62,14 @@ class BatchedOptimizer:
     parameter rows), the gradients as a matching list; each update is a few
     ``torch._foreach_*`` calls over the chunks, with a member's hyperparameters as a
     ``(W, 1)`` column that broadcasts along its row. The state is kept flat ``(W, P)``
-    (chunked the same way), so finished members can be dropped by row.
+    (chunked the same way), so finished members can be dropped by row, and one
+    member's state checkpointed by row (:meth:`row_state`, :meth:`load_rows`).
     """
 
     def __init__(self, kind: OptimKind, hypers: list[dict[str, float]], sizes: list[int],
                  device: torch.device) -> None:
         self.kind = kind
+        self.device = device
         self.steps = 0  # steps taken: the same for every member (they step together)
         self.sizes = sizes
         self.hyper = {k: torch.tensor([[h[k]] for h in hypers], dtype=torch.float64,
@@ -107,6 +109,29 @@ class BatchedOptimizer:
         """Keep only the members at ``rows`` (in that order)."""
         self.hyper = {k: v[rows] for k, v in self.hyper.items()}
         self.state = {k: v[rows] for k, v in self.state.items()}
+        self._refresh()
+
+    def row_state(self, row: int) -> dict[str, torch.Tensor]:
+        """One member's state (a copy), to checkpoint it."""
+        return {k: v[row].clone() for k, v in self.state.items()}
+
+    def load_rows(self, states: list[dict[str, torch.Tensor]], rows: list[int],
+                  steps: int) -> None:
+        """Continue from :meth:`row_state` of each member, ``states[i]`` into row
+        ``rows[i]``, all ``steps`` steps in; the other rows are zeroed (finished)."""
+        names = set(states[0])
+        if any(set(r) != names for r in states):
+            raise ValueError("the members' optimizer states differ in kind")
+        width, total = next(iter(self.hyper.values())).shape[0], sum(self.sizes)
+        index = torch.tensor(rows, device=self.device)
+        state = {}
+        for k in sorted(names):
+            values = torch.stack([r[k] for r in states]).to(self.device)
+            if values.shape != (len(rows), total):
+                raise ValueError("an optimizer state does not fit the members' parameters")
+            state[k] = values.new_zeros((width, total))
+            state[k][index] = values
+        self.state, self.steps = state, steps
         self._refresh()
 
     def clear(self, rows: torch.Tensor) -> None:

@@ -60,9 +60,12 @@ def group_key(registry: Registry, run: Run) -> tuple[Any, ...] | str:
 
 
 def plan_group(runs: list[Run], registry: Registry, data, batch_size: int,
-               device: torch.device) -> Plan | str:
-    """Check a group and gather what its members need; a string says why not."""
-    if len(runs) < 2:
+               device: torch.device, single: bool = False) -> Plan | str:
+    """Check a group and gather what its members need; a string says why not.
+
+    ``single``: a group of one run is planned too (a member continuing from its
+    checkpoint is trained as it was, vectorized)."""
+    if len(runs) < 2 and not single:
         return "a group of one run gains nothing from vmap"
     described = [optimizer_kind(registry, run) for run in runs]
     for d in described:

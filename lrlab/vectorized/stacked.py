@@ -75,6 +75,22 @@ class StackedModel:
         self.params, self.buffers = self.take(rows)
 
     @torch.no_grad()
+    def spread(self, rows: list[int], width: int) -> None:
+        """Move the members to ``rows`` of ``width`` rows (a checkpoint's layout); the
+        other rows hold zero parameters and the first member's buffers, as finished rows
+        do until the next :meth:`select`."""
+        index = torch.tensor(rows, device=self.device)
+
+        def wide(t: torch.Tensor, fill: torch.Tensor | None) -> torch.Tensor:
+            out = t.new_zeros((width, *t.shape[1:])) if fill is None else \
+                fill.expand(width, *t.shape[1:]).clone()
+            out[index] = t
+            return out
+
+        self.params = {n: wide(p, None) for n, p in self.params.items()}
+        self.buffers = {n: wide(b, b[:1]) for n, b in self.buffers.items()}
+
+    @torch.no_grad()
     def zero(self, rows: torch.Tensor) -> None:
         """Zero the parameters of finished members (kept only until the next select)."""
         for p in self.params.values():

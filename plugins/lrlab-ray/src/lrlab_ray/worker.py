@@ -39,7 +39,10 @@ def _context(token: str, config, recipe: PluginRecipe, cpus: float, gpus: float)
 
         _CONTEXTS.clear()  # one sweep at a time per worker process
         torch.set_num_threads(max(1, int(cpus)))
-        _CONTEXTS[token] = Context(config, recipe.load(), worker_device(config, gpus))
+        # no checkpoints in workers: their config (absolute paths) keys runs differently
+        # from the driver, which removes a run's checkpoint once it is stored
+        _CONTEXTS[token] = Context(config, recipe.load(), worker_device(config, gpus),
+                                   checkpoints=None)
     return _CONTEXTS[token]
 
 
