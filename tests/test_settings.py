@@ -174,3 +174,12 @@ def test_write_report_from_python_equals_lrlab_report_with_the_sweeps_plugins(
                       html)
 
     assert stable(page) == stable(again)
+
+
+def test_an_empty_name_is_refused_not_replaced_by_the_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["sweep", "--name", "", "--epochs", "1"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: sweep name '' must be letters, digits, '.', '_' or '-'"]
+    assert not (tmp_path / "reports").exists()
