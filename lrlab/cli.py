@@ -235,6 +235,15 @@ def _register_lr_find() -> None:
 _register_lr_find()
 
 
+def _register_compare() -> None:
+    from lrlab.compare_command import compare_command
+
+    app.command("compare")(compare_command)
+
+
+_register_compare()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

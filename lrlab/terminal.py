@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -20,6 +21,7 @@ from rich.table import Table
 
 from lrlab.markers import hookimpl
 from lrlab.results import best_configuration
+from lrlab.verdicts import VERDICTS
 
 COLOURS = {"ok": "green", "overfit": "dark_orange", "underfit": "blue",
            "unstable": "orange_red1", "diverged": "red", "error": "magenta"}
@@ -100,16 +102,12 @@ def verdict_text(verdict: str, cause: Any) -> str:
     return f"[{colour}]{verdict}[/]" + (f" ({cause})" if cause and cause != "nan" else "")
 
 
-def _spread(mean: float, std: float, digits: int = 3) -> str:
-    text = _num(mean, digits)
-    return text if std is None or math.isnan(std) else f"{text} ± {_num(std, digits)}"
-
-
 def print_results(console: Console, runs: pd.DataFrame, title: str | None = None,
                   configs: pd.DataFrame | None = None) -> None:
     """The runs as a table (verdict and cause, epochs, the kept epoch, accuracies, gap,
     GL, flags); with several seeds, one row per configuration after it; then the best
-    configuration, chosen on validation, and the one test number lrlab shows."""
+    configuration, chosen on validation, with its 95% interval, the configurations that
+    cannot be told from it, the one test number lrlab shows, and what each axis does."""
     if runs.empty:
         console.print("no runs")
         return
@@ -122,47 +120,101 @@ def print_results(console: Console, runs: pd.DataFrame, title: str | None = None
         flags = str(row.flags or "")
         if len(flags) > 90:
             flags = flags[:87] + "..."
-        table.add_row(row.run_id, verdict_text(row.verdict, getattr(row, "cause", "")),
+        table.add_row(escape(str(row.run_id)), verdict_text(row.verdict, getattr(row, "cause", "")),
                       str(row.epochs_run), str(_col(row, "tested_epoch", "epochs_run")),
                       _num(_col(row, "tested_train_acc", "train_acc")),
                       _num(_col(row, "tested_val_acc", "val_acc")),
                       _num(_col(row, "tested_gap_acc", "gap_acc")),
-                      _num(_col(row, "tested_gl", "gl"), 1), flags)
+                      _num(_col(row, "tested_gl", "gl"), 1), escape(flags))
     console.print(table)
     from lrlab.configs import config_table, no_best_reason
 
-    configs = config_table(runs) if configs is None else configs
+    if configs is None or "vs_best" not in configs:  # an older table: no intervals in it
+        configs = config_table(runs)
     if not configs.empty and configs["n"].max() > 1:
         print_configs(console, configs)
     best = best_configuration(runs)
     if best is None:
         console.print(f"[bold]best configuration: none[/] - {no_best_reason(configs)}")
         return
-    ids = ", ".join(best["run_id"])
-    n = len(best)
-    val = _spread(best["tested_val_acc"].mean(), best["tested_val_acc"].std() if n > 1
-                  else math.nan)
-    test = _spread(best["test_acc"].mean(), best["test_acc"].std() if n > 1 else math.nan)
+    print_best(console, runs, configs, best)
+    print_effects(console, runs)
+
+
+def print_best(console: Console, runs: pd.DataFrame, configs: pd.DataFrame,
+               best: pd.DataFrame) -> None:
+    """``best by val acc ...: ids val acc 0.967 [0.961, 0.972], 5 seeds``, then which
+    configurations are tied with it (paired by seed), or why lrlab cannot say."""
+    from lrlab.configs import config_id, mean_text, scope, tied_with_best
+
+    ids = ", ".join(escape(str(r)) for r in best["run_id"])
+    row = configs.set_index("config_id").loc[config_id(best["run_id"].iloc[0])]
+    n = int(row["n"])
+    seeds = f"{n} seed{'s' if n != 1 else ''}"
     console.print(f"best by val acc (chosen among the configurations that learned): "
-                  f"[bold]{ids}[/] val acc {val}, test acc {test}")
+                  f"[bold]{ids}[/] val acc {mean_text(row, 'val_acc')}, {seeds}; "
+                  f"test acc {mean_text(row, 'test_acc')}")
     console.print("  every run was scored on the test split at its end; this is the only "
                   "test number shown, read after choosing on validation", style="dim")
+    over = scope(runs)
+    if n < 2:
+        console.print("  one seed: no interval, and no telling whether the best is really "
+                      "better than the runner-up; --seeds 3 gives intervals and paired "
+                      "comparisons", style="dim", markup=False)
+        return
+    tied = tied_with_best(configs)
+    if tied.empty:
+        console.print(f"  no other configuration is tied with the best: each that learned is "
+                      f"behind it (paired by seed, 95% intervals over {over})", style="dim",
+                      markup=False)
+        return
+    names = "; ".join(f"{cid} ({_points_text(r)})" for cid, r in
+                      zip(tied["config_id"], tied.to_dict("records"), strict=True))
+    console.print(f"  tied with the best at this number of seeds (the 95% interval of the val "
+                  f"acc difference, paired by seed, holds 0): {names}", markup=False)
+
+
+def _points_text(row: dict, unit: str = " points") -> str:
+    """``−1.6 points [−6.3, +1.9]``: the val acc difference from the best."""
+    from lrlab.stats import points_text
+
+    return points_text(row["vs_best_mean"], row["vs_best_lo"], row["vs_best_hi"], unit)
+
+
+def print_effects(console: Console, runs: pd.DataFrame) -> None:
+    """What each axis does: each value against its baseline, paired on the other axes and
+    the seed (:func:`lrlab.configs.axis_effects`), in words."""
+    from lrlab.configs import axis_effects, effect_lines, scope
+
+    lines = effect_lines(axis_effects(runs))
+    if not lines:
+        return
+    console.print(f"what each axis does (each value against its baseline, paired on the "
+                  f"other axes and the seed, runs that learned; 95% intervals over "
+                  f"{scope(runs)} and the grid):", markup=False)
+    for line in lines:
+        console.print(f"  {line}", markup=False)
 
 
 def print_configs(console: Console, configs: pd.DataFrame) -> None:
     """One row per configuration: its verdict (the seeds' majority), every seed's verdict
-    counted, and mean ± standard deviation over seeds of the kept weights' numbers."""
-    from lrlab.configs import verdict_counts
+    counted, the mean over seeds of the kept weights' val acc and gap with its 95%
+    interval, the mean GL, and its val acc against the best's, paired by seed."""
+    from lrlab.configs import mean_text
 
-    table = Table(title="per configuration (seeds aggregated)", title_justify="left",
-                  header_style="bold")
-    for col in ("configuration", "verdict", "seeds", "val acc", "gap", "GL %"):
-        table.add_column(col, no_wrap=True,
+    table = Table(title="per configuration (seeds aggregated: mean [95% interval]; vs best: "
+                        "val acc minus the best's, in points, paired by seed)",
+                  title_justify="left", header_style="bold")
+    for col in ("configuration", "verdict", "seeds", "val acc", "gap", "GL %", "vs best"):
+        table.add_column(col, no_wrap=col in ("configuration", "vs best"),
                          justify="left" if col in ("configuration", "verdict", "seeds")
-                         else "right")
+                         or col.startswith("vs") else "right")
     for row in configs.to_dict("records"):
-        table.add_row(row["config_id"], verdict_text(row["verdict"], row.get("cause")),
-                      verdict_counts(row), _spread(row["val_acc_mean"], row["val_acc_std"]),
-                      _spread(row["gap_acc_mean"], row["gap_acc_std"]),
-                      _spread(row["gl_mean"], row["gl_std"], 1))
+        vs = str(row.get("vs_best") or "")
+        if vs in ("tied", "behind", "ahead"):
+            vs = f"{vs} {_points_text(row, unit='')}"
+        counts = ", ".join(f"{int(row[f'n_{v}'])} {v}" for v in VERDICTS if row.get(f"n_{v}"))
+        table.add_row(escape(str(row["config_id"])), verdict_text(row["verdict"], row.get("cause")),
+                      counts, mean_text(row, "val_acc"), mean_text(row, "gap_acc"),
+                      _num(row.get("gl_mean"), 1), escape(vs))
     console.print(table)

@@ -21,7 +21,7 @@ from lrlab.report.synthetic import synthetic_tables, write_synthetic
 from lrlab.results import load_results
 
 FIGURES = ["lr-sensitivity", "learning-curves", "gap-heatmap", "augmentation",
-           "early-stopping", "lr-schedule"]
+           "early-stopping", "axis-effects", "lr-schedule"]
 XSS = "<script>alert(1)</script>"
 FLAGGED_ORDER = ["overfit", "diverged", "underfit", "error"]
 
@@ -538,8 +538,10 @@ def test_per_configuration_table_when_a_configuration_has_several_seeds(tmp_path
         counts = [int(text[3 + i]) for i in range(len(lrlab.verdicts.VERDICTS))]
         assert counts == [int(c[f"n_{v}"]) for v in lrlab.verdicts.VERDICTS]
         assert sum(counts) == 3
-        if math.isfinite(c["val_acc_mean"]):
-            assert text[-3].startswith(f"{c['val_acc_mean']:.3f} ± ")
+        if math.isfinite(c["val_acc_mean"]):  # the mean and its 95% interval over seeds
+            assert text[headers.index("val acc")] == \
+                f"{c['val_acc_mean']:.3f} [{c['val_acc_lo']:.3f}, {c['val_acc_hi']:.3f}]"
+        assert text[headers.index("vs best")].startswith(c["vs_best"])
     # one seed: no such table (it would repeat the all-runs table)
     single = write_synthetic(tmp_path / "one", lrs=[1e-3, 0.1], augments=("none",),
                              epochs=(8,))

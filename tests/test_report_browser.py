@@ -21,7 +21,7 @@ from lrlab.report.synthetic import write_synthetic
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
-FIGURES = 6
+FIGURES = 7
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no {CHROMIUM}")]

@@ -85,6 +85,7 @@ def render(runs: pd.DataFrame, history: pd.DataFrame, manifest: dict[str, Any],
         "notes": [str(n) for n in manifest.get("notes") or []],
         "flagged": analysis.flagged(sw), "figures": figures(sw),
         "per_config": analysis.per_config(sw), "verdicts": list(analysis.VERDICTS),
+        "effects": analysis.effects(sw), "intervals_note": analysis.intervals_note(sw),
         "columns": columns, "rows": rows, "plugin_sections": list(sections),
         "version": __version__,
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -106,6 +107,7 @@ def figures(sw: Any) -> list[Any]:
                 (fig_fit.gap_heatmap, "gap-heatmap", "Overfitting map"),
                 (fig_fit.augment_effect, "augmentation", "Augmentation"),
                 (fig_fit.early_stopping, "early-stopping", "Early stopping"),
+                (fig_fit.axis_effects, "axis-effects", "What each axis does"),
                 (fig_lr.lr_schedule, "lr-schedule", "Learning-rate schedules")]
     out = []
     with warnings.catch_warnings(), matplotlib.rc_context(), sns.axes_style("whitegrid"), \

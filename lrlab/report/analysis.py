@@ -46,6 +46,28 @@ class SweepView:
     seeds: int
     thresholds: dict[str, float] = field(default_factory=dict)
     registry: Any = None  # the plugins' components, to rebuild a run's schedule (optional)
+    _configs: pd.DataFrame | None = field(default=None, repr=False)
+    _effects: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def configs(self) -> pd.DataFrame:
+        """The ``configs`` table of these runs (:func:`lrlab.configs.config_table`), built
+        once: intervals, and each configuration against the best (chosen as
+        :func:`lrlab.results.best_configuration` chooses it)."""
+        if self._configs is None:
+            from lrlab.configs import config_table
+
+            self._configs = config_table(self.runs)
+        return self._configs
+
+    @property
+    def effects(self) -> pd.DataFrame:
+        """What each axis does (:func:`lrlab.configs.axis_effects`), built once."""
+        if self._effects is None:
+            from lrlab.configs import axis_effects
+
+            self._effects = axis_effects(self.runs)
+        return self._effects
 
     def values(self, axis: str) -> list[Any]:
         """The distinct values of an axis, in order (numbers ascending)."""
@@ -156,32 +178,86 @@ def counts(sw: SweepView) -> list[tuple[str, int]]:
 
 
 def best_config(sw: SweepView) -> dict[str, Any] | None:
-    """The configuration with the highest mean validation accuracy over its seeds.
+    """The configuration with the highest mean validation accuracy over its seeds, its
+    numbers with their 95% intervals, and the configurations tied with it.
 
     Chosen on validation alone; only then is its test metric read, so the test set
     stays an unbiased estimate (the lesson of the train/val/test split).
     """
+    from lrlab.configs import config_id, mean_text, tied_with_best
+
     group = best_configuration(sw.runs)
     if group is None:
         return None
     keys = [a for a in CONFIG_AXES if a in group]
     first = group.iloc[0]
-
-    def spread(col: str, kind: str) -> str:
-        vals = group[col].dropna()
-        text = fmt(vals.mean(), kind)
-        return f"{text} ± {fmt(vals.std(), kind)}" if len(vals) > 1 else text
-
+    row = sw.configs.set_index("config_id").loc[config_id(first["run_id"])]
+    label = {cid: cfg for cid, cfg in zip(sw.runs["run_id"].map(config_id), sw.runs["config"],
+                                          strict=True)}
+    tied = [{"label": label.get(r["config_id"], r["config_id"]),
+             "diff": _points(r["vs_best_mean"], r["vs_best_lo"], r["vs_best_hi"])}
+            for r in tied_with_best(sw.configs).to_dict("records")]
+    n = int(row["n"])
     return {
         "label": first["config"],
         "axes": [(a, fmt(first[a], "lr") if a == "lr" else str(first[a])) for a in keys],
-        "val_acc": spread("tested_val_acc", "acc"),
-        "val_loss": spread("tested_val_loss", "loss"),
-        "test_acc": spread("test_acc", "acc"), "test_loss": spread("test_loss", "loss"),
-        "seeds": len(group), "run_ids": group["run_id"].tolist(),
+        "val_acc": mean_text(row, "val_acc"), "val_loss": mean_text(row, "val_loss"),
+        "test_acc": mean_text(row, "test_acc"),
+        "test_loss": fmt(group["test_loss"].mean(), "loss"),
+        "seeds": n, "run_ids": group["run_id"].tolist(),
         "verdicts": ", ".join(sorted(set(group["verdict"]))), "lr": float(first["lr"]),
         "verdict": str(group["verdict"].mode().iloc[0]),
+        "tied": tied, "separation": separation(sw, n, tied),
     }
+
+
+def _points(mean: float, lo: float, hi: float) -> str:
+    """``−0.4 points [−1.0, +0.3]``: an accuracy difference in percentage points."""
+    from lrlab.stats import points_text
+
+    return points_text(mean, lo, hi)
+
+
+def separation(sw: SweepView, n: int, tied: list[dict[str, Any]]) -> str:
+    """Whether the best is really the best, in one sentence."""
+    if n < 2:
+        return ("One seed: there is no interval, and no telling whether the best is really "
+                "better than the runner-up. Run with --seeds 3 for intervals and paired "
+                "comparisons.")
+    if tied:
+        return (f"Tied with the best at this number of seeds ({n}): the configurations below "
+                "differ from it by an amount whose 95% interval (paired by seed) holds 0, so "
+                "the sweep cannot tell them apart; more seeds may.")
+    return ("No other configuration that learned is tied with the best: each is behind it "
+            "by a 95% interval (paired by seed) that excludes 0.")
+
+
+def intervals_note(sw: SweepView) -> str:
+    """What the intervals are and which variance they hold."""
+    from lrlab.configs import scope
+
+    over = scope(sw.runs)
+    split = (sw.manifest.get("config") or {}).get("split_seed")
+    fixed = (f"the split is fixed (split_seed {split}), so they leave out how much a "
+             f"different split would move the numbers" if split is not None else
+             "the split is fixed, so they leave out how much a different split would move "
+             "the numbers")
+    held = ("seeds and splits: each run had its own initialisation, batch order and split"
+            if over == "seeds and splits" else f"seeds only; {fixed}")
+    one = (" With one seed per configuration only the axis effects, paired over the grid's "
+           "other settings, have intervals; --seeds 3 gives every number one."
+           if sw.seeds < 2 else "")
+    return ("Intervals are 95% intervals of the mean: a percentile bootstrap (scipy) widened "
+            "for small samples to keep its 95% with 2 to 5 seeds. Comparisons are paired "
+            f"by seed: runs with the same seed share initialisation and batch order. They "
+            f"hold the variance of {held}.{one}")
+
+
+def effects(sw: SweepView) -> list[str]:
+    """What each axis does, in words (:func:`lrlab.configs.effect_lines`)."""
+    from lrlab.configs import effect_lines
+
+    return effect_lines(sw.effects)
 
 
 def settings(sw: SweepView) -> list[tuple[str, str]]:
@@ -232,9 +308,9 @@ def environment(sw: SweepView) -> list[tuple[str, str]]:
 
 def no_best(sw: SweepView) -> str:
     """Why no configuration is named best (:func:`lrlab.configs.no_best_reason`)."""
-    from lrlab.configs import config_table, no_best_reason
+    from lrlab.configs import no_best_reason
 
-    return no_best_reason(config_table(sw.runs))
+    return no_best_reason(sw.configs)
 
 
 def command(row: dict[str, Any], **flags: str) -> str:
@@ -440,9 +516,13 @@ def next_steps(sw: SweepView, best: dict[str, Any] | None) -> list[str]:
     """A few sentences: what worked, what to avoid, what to run next."""
     runs, out = sw.runs, []
     if best is not None:
-        out.append(f"Best by validation: {best['label']} — val acc {best['val_acc']}, "
+        seeds = f", {best['seeds']} seeds" if best["seeds"] > 1 else ""
+        out.append(f"Best by validation: {best['label']} — val acc {best['val_acc']}{seeds}, "
                    f"test acc {best['test_acc']} (every run was scored on the test split; "
                    f"only this one, chosen on validation, is shown).")
+        if best["tied"]:
+            out.append(f"{len(best['tied'])} configuration(s) are tied with the best at "
+                       f"this number of seeds: more seeds (--seeds) may tell them apart.")
     else:
         out.append(f"No configuration learned: {no_best(sw)}.")
     unstable = runs[runs["verdict"] == "unstable"]
@@ -486,17 +566,16 @@ def next_steps(sw: SweepView, best: dict[str, Any] | None) -> list[str]:
 
 
 def augment_effect(sw: SweepView) -> str:
-    """``augmentation 'noise' changed the mean gap from 0.081 to 0.032`` (learning runs only)."""
+    """``Augmentation 'noise' vs 'none': gap −6.5 points [−7.0, −6.0] ...`` (the paired
+    effect of :func:`lrlab.configs.axis_effects`, runs that learned only)."""
     if "augment" not in sw.varying:
         return ""
-    ok = sw.runs[sw.runs["verdict"].isin(["ok", "overfit"])]
-    gaps = ok.groupby("augment")["gap_acc"].mean().dropna()
-    if len(gaps) < 2:
-        return ""
-    base = "none" if "none" in gaps.index else gaps.index[0]
-    parts = [f"'{a}' {fmt(g, 'acc')}" for a, g in gaps.items() if a != base]
-    return (f"Mean gap of the runs that learned: '{base}' {fmt(gaps[base], 'acc')} vs "
-            + ", ".join(parts) + ".")
+    from lrlab.configs import effect_lines
+
+    lines = [line for line in effect_lines(sw.effects[sw.effects["axis"] == "augment"])
+             if "no pair" not in line]
+    return ("Augmentation, paired on the other axes and the seed: "
+            + "; ".join(line.removeprefix("augment ") for line in lines) + ".") if lines else ""
 
 
 # -- all runs -----------------------------------------------------------------------------
@@ -556,31 +635,36 @@ def _num(x: Any) -> float | str:
 
 def per_config(sw: SweepView) -> list[dict[str, Any]]:
     """One row per configuration (:func:`lrlab.configs.config_table`) when any has more
-    than one seed, else ``[]``: its verdict, the count of each verdict, and the mean ± sd
-    of the kept weights' val acc, gap and GL over its seeds."""
-    from lrlab.configs import config_table
+    than one seed, else ``[]``: its verdict, the count of each verdict, the mean and 95%
+    interval over its seeds of the kept weights' val acc, gap and GL (sd as a tooltip), and
+    its val acc against the best's, paired by seed."""
+    from lrlab.configs import mean_text
 
-    table = config_table(sw.runs)
+    table = sw.configs
     if table.empty or "n" not in table or not (table["n"] > 1).any():
         return []
 
-    def spread(r: dict[str, Any], name: str, kind: str) -> str:
-        mean, sd = r.get(f"{name}_mean", math.nan), r.get(f"{name}_std", math.nan)
-        text = fmt(mean, kind)
-        return f"{text} ± {fmt(sd, 'acc' if kind == 'gap' else kind)}" \
-            if isinstance(sd, float) and math.isfinite(sd) else text
+    def sd(r: dict[str, Any], name: str, kind: str) -> str:
+        v = r.get(f"{name}_std", math.nan)
+        return f"sd {fmt(v, kind)}" if isinstance(v, float) and math.isfinite(v) else ""
 
     label = {cid: cfg for cid, cfg in zip(sw.runs["run_id"].map(_config_id),
                                           sw.runs["config"], strict=True)}
     rows = []
     for r in table.sort_values("val_acc_mean", ascending=False, na_position="last",
                                kind="stable").to_dict("records"):
+        vs = str(r.get("vs_best") or "")
         rows.append({"config": label.get(r["config_id"], r["config_id"]),
                      "config_id": r["config_id"], "verdict": r["verdict"],
                      "cause": str(r.get("cause") or ""), "n": int(r["n"]),
                      "counts": [int(r.get(f"n_{v}", 0) or 0) for v in VERDICTS],
-                     "val_acc": spread(r, "val_acc", "acc"), "gap": spread(r, "gap_acc", "gap"),
-                     "gl": spread(r, "gl", "pct")})
+                     "val_acc": mean_text(r, "val_acc"), "val_acc_sd": sd(r, "val_acc", "acc"),
+                     "gap": mean_text(r, "gap_acc"), "gap_sd": sd(r, "gap_acc", "acc"),
+                     "gl": mean_text(r, "gl", 1), "gl_sd": sd(r, "gl", "pct"),
+                     "vs_best": vs, "vs_best_diff": _points(r["vs_best_mean"], r["vs_best_lo"],
+                                                            r["vs_best_hi"])
+                     if vs in ("tied", "behind", "ahead") else "",
+                     "sort": _num(r.get("val_acc_mean"))})
     return rows
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -13,6 +15,7 @@ from lrlab.report.plotting import (
     ReportFigure,
     absent,
     capped,
+    forest,
     lr_text,
     new_figure,
     pick,
@@ -20,12 +23,14 @@ from lrlab.report.plotting import (
     text,
     tilt_if_crowded,
 )
+from lrlab.stats import seaborn_interval
 from lrlab.verdicts import SEVERITY
 
 ROW_PREFERENCE = ("epochs", "augment", "model", "schedule", "stopper", "optimizer", "loss",
                   "dataset", "batch_size")
 MAX_HEAT = 12  # rows and columns of the heatmap
 LEARNED = ("ok", "overfit", "underfit")  # runs whose gap means something
+ACC_INTERVAL = functools.partial(seaborn_interval, bounds=(0.0, 1.0))  # seaborn's errorbar=
 
 
 def _cell_verdict(verdicts: pd.Series) -> str:
@@ -120,7 +125,8 @@ def augment_effect(sw: SweepView) -> ReportFigure:
     left, right = fig.subplots(1, 2)
     learned = runs[runs["verdict"].isin(LEARNED)]
     sns.barplot(data=learned, x="LR", y="gap_acc", hue="augment", order=order, hue_order=hue,
-                errorbar="sd", ax=left, legend=False)
+                errorbar=functools.partial(seaborn_interval, bounds=(-1.0, 1.0)), ax=left,
+                legend=False)
     left.axhline(0, color="#333", lw=0.8)
     th = sw.thresholds.get("overfit_gap_acc", 0.05)
     left.axhline(th, color=VERDICT_COLORS["overfit"], ls="--", lw=1.2)
@@ -129,7 +135,7 @@ def augment_effect(sw: SweepView) -> ReportFigure:
     left.set(title="generalization gap (lower is better)", xlabel="learning rate",
              ylabel="train acc − val acc")
     sns.barplot(data=runs, x="LR", y="tested_val_acc", hue="augment", order=order, hue_order=hue,
-                errorbar="sd", ax=right)
+                errorbar=ACC_INTERVAL, ax=right)
     right.set(title="validation accuracy (higher is better)", xlabel="learning rate",
               ylabel="val acc", ylim=(0, 1.02))
     for ax in (left, right):
@@ -138,8 +144,9 @@ def augment_effect(sw: SweepView) -> ReportFigure:
                     title="augmentation")
     caption = ("Bars compare the augmentations at each learning rate: left, the train−val "
                "accuracy gap (runs that diverged are left out), right, the validation "
-               "accuracy; black ticks are ±1 standard deviation. A good augmentation lowers "
-               "the gap without lowering validation accuracy.")
+               "accuracy; bars are means over seeds (and the axes not drawn), black ticks "
+               "their 95% intervals (bootstrap, widened for small samples; none for a single "
+               "run). A good augmentation lowers the gap without lowering validation accuracy.")
     return shown(key, title, caption, fig, "bar charts of gap and validation accuracy per "
                                            "augmentation")
 
@@ -177,7 +184,8 @@ def early_stopping(sw: SweepView) -> ReportFigure:
     a.yaxis.set_major_locator(MaxNLocator(integer=True))
     sns.move_legend(a, "lower right", frameon=True, fontsize=8, title="stopper")
     sns.barplot(data=runs, y="stopper", x="saved", hue="stopper", order=order, hue_order=order,
-                palette=palette, errorbar="sd", ax=b, legend=False)
+                palette=palette, errorbar=functools.partial(seaborn_interval, bounds=(0, np.inf)),
+                ax=b, legend=False)
     totals = runs.groupby("stopper")["saved"].sum()
     b.set_yticks(range(len(order)),
                  labels=[f"{s}\n({int(totals.get(s, 0))} in all)" for s in order])
@@ -186,13 +194,66 @@ def early_stopping(sw: SweepView) -> ReportFigure:
     runs["LR"] = runs["lr"].map(lr_text)
     sns.pointplot(data=runs, x="LR", y="tested_val_acc", hue="stopper", hue_order=order,
                   order=[lr_text(v) for v in sorted(runs["lr"].unique())], palette=palette,
-                  errorbar="sd", dodge=0.3 if len(order) > 1 else False, markers="o", linestyles="-", ax=c, legend=False)
+                  errorbar=ACC_INTERVAL, dodge=0.3 if len(order) > 1 else False, markers="o", linestyles="-", ax=c, legend=False)
     c.set(title="validation accuracy of the tested weights", xlabel="learning rate",
           ylabel="val acc", ylim=(0, 1.02))
     tilt_if_crowded(c, runs["lr"].nunique(), limit=4)
     caption = ("Left: each dot is a run; dots on the dashed diagonal stopped exactly at their "
                "best epoch, dots on a dotted line ran every planned epoch. Middle: epochs each "
-               "strategy saved per run (mean ± sd; the total under each name). Right: validation accuracy of "
+               "strategy saved per run (mean and 95% interval; the total under each name). Right: "
+               "validation accuracy (mean and 95% interval over the seeds) of "
                "the weights that were tested, per learning rate and strategy: whether stopping "
                "cost accuracy. Runs that diverged or failed are left out.")
     return shown(key, title, caption, fig, "early stopping comparison")
+
+
+MAX_EFFECTS = 16  # rows of the axis-effects figure
+
+
+def axis_effects(sw: SweepView) -> ReportFigure:
+    """Each axis value's paired effect against its baseline, on val acc and on the gap."""
+    from lrlab.configs import value_text
+
+    key, title = "axis-effects", "What each axis does: paired effects on validation accuracy and the gap"
+    effects = sw.effects
+    if effects.empty:
+        return absent(key, title, "no axis has two or more values; compare some with e.g. "
+                                  "--augment none,noise or --lr 0.03,0.1.")
+    paired = effects[effects["n"] > 0]
+    if paired.empty:
+        return absent(key, title, "no pair of runs where both learned: every value was "
+                                  "compared with a baseline whose runs did not learn, or the "
+                                  "other way round.")
+    entries = []  # (label, {metric: row})
+    for (axis, value), group in paired.groupby(["axis", "value"], sort=False):
+        by = {r["metric"]: r for r in group.to_dict("records")}
+        base = group["baseline"].iloc[0]
+        n = int(group["n"].iloc[0])
+        entries.append((f"{axis} {value_text(axis, value)} vs {value_text(axis, base)} (n={n})",
+                        by))
+    shown_rows = entries[:MAX_EFFECTS]
+    labels = [label for label, _ in shown_rows]
+    fig = new_figure(11, 1.3 + 0.42 * len(shown_rows))
+    left, right = fig.subplots(1, 2, sharey=True)
+
+    def col(stat: str, metric: str) -> list[float]:
+        return [100 * float(by[metric][stat]) if metric in by else float("nan")
+                for _, by in shown_rows]
+
+    forest(left, labels, col("mean", "val_acc"), col("lo", "val_acc"), col("hi", "val_acc"),
+           higher_is_better=True, title="validation accuracy (higher is better)",
+           xlabel="difference, percentage points")
+    forest(right, labels, col("mean", "gap_acc"), col("lo", "gap_acc"), col("hi", "gap_acc"),
+           higher_is_better=False, title="train − val gap (lower is better)",
+           xlabel="difference, percentage points")
+    from lrlab.configs import scope
+
+    caption = ("Each row compares one value of an axis with its baseline (none for augment "
+               "and stopper, else the axis's first value that learned), paired on every other "
+               f"axis and the seed: n pairs of runs that both learned. Dots are the mean "
+               f"difference, bars its 95% interval over {scope(sw.runs)} and the grid's other "
+               "settings (bootstrap, widened for small samples). Green: clearly better (the "
+               "interval is clear of 0 on the good side), red: clearly worse, grey: no clear "
+               "effect; a hollow dot has a single pair and no interval."
+               + capped("comparisons", len(shown_rows), len(entries)))
+    return shown(key, title, caption, fig, "forest plot of each axis value's effect")

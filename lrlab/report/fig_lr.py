@@ -27,6 +27,7 @@ from lrlab.report.plotting import (
     text,
 )
 from lrlab.results import best_configuration
+from lrlab.stats import Bands, geometric_mean
 
 SERIES = {  # series name -> (loss column, accuracy column)
     "train (final)": ("train_loss", "train_acc"),
@@ -86,6 +87,12 @@ def lr_sensitivity(sw: SweepView) -> ReportFigure:
     long = long[long["value"].map(lambda v: math.isfinite(v))]
     loss_cap = 3 * max(finite(runs.loc[runs["verdict"] != "diverged", "train_loss"]) or [10.0])
     augs = list(dict.fromkeys(long["augment"]))
+    # every band's interval in one batch: the points seaborn will aggregate
+    groups = long.groupby(["metric", "facet", "augment", "series", "lr"], dropna=False,
+                          sort=False)["value"]
+    samples = {m: [g.to_numpy() for k, g in groups if k[0] == m] for m in ("loss", "accuracy")}
+    bands = {"loss": Bands(samples["loss"], log=True),
+             "accuracy": Bands(samples["accuracy"], bounds=(0.0, 1.0))}
     fig = new_figure(11, 0.6 + 2.9 * len(facets))
     axes = fig.subplots(len(facets), 2, squeeze=False, sharex=True)
     for i, fv in enumerate(facets):
@@ -97,9 +104,12 @@ def lr_sensitivity(sw: SweepView) -> ReportFigure:
             ax = axes[i][j]
             data = sub[sub["metric"] == metric]
             if not data.empty:
+                # a loss on a log axis: the geometric mean and the interval of its log
+                spread = {"estimator": geometric_mean, "errorbar": bands["loss"]} \
+                    if metric == "loss" else {"errorbar": bands["accuracy"]}
                 sns.lineplot(data=data, x="lr", y="value", hue="augment", hue_order=augs,
                              style="series", style_order=list(SERIES), markers=True,
-                             errorbar="sd", ax=ax, legend=(i == 0 and j == 1))
+                             ax=ax, legend=(i == 0 and j == 1), **spread)
             log_x_at(ax, runs["lr"].dropna().unique())
             _shade(ax, in_facet)
             if metric == "loss":
@@ -122,7 +132,10 @@ def lr_sensitivity(sw: SweepView) -> ReportFigure:
     caption = ("Each line follows one measurement across learning rates (log axis): solid = "
                "training, dashed = validation at the last epoch, dotted = validation at its best "
                "epoch; the vertical distance between train and val is the generalization gap. "
-               f"Colour = augmentation; bands = ±1 standard deviation over {over}. Red shading: "
+               f"Colour = augmentation; lines are means and bands their 95% intervals over "
+               f"{over} (bootstrap, widened for small samples; no band where a point is one "
+               f"run; losses: the geometric mean, the mean on the log axis, and its interval). "
+               f"Red shading: "
                "most runs diverged at that LR; blue: most underfit."
                + capped(f"values of {facet}", len(facets), len(all_vals)))
     return shown(key, title, caption, fig, "loss and accuracy against learning rate")

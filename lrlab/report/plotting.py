@@ -119,3 +119,29 @@ def tilt_if_crowded(ax: Any, n: int, limit: int = 6) -> None:
         ax.tick_params(axis="x", labelrotation=35)
         for label in ax.get_xticklabels():
             label.set_horizontalalignment("right")
+
+
+def forest(ax: Any, labels: Sequence[str], mean: Sequence[float], lo: Sequence[float],
+           hi: Sequence[float], higher_is_better: bool = True, title: str = "",
+           xlabel: str = "") -> None:
+    """A forest plot: one row per label, its mean as a dot and its interval as a bar, a
+    line at 0; green when the interval is clear of 0 on the good side, red on the bad
+    side, grey when it holds 0 (no clear difference); a hollow dot has no interval."""
+    ys = list(range(len(labels)))[::-1]
+    for y, m, a, b in zip(ys, mean, lo, hi, strict=True):
+        known = math.isfinite(a) and math.isfinite(b)
+        if known and (a > 0 or b < 0):
+            good = (a > 0) == higher_is_better
+            colour = VERDICT_COLORS["ok"] if good else VERDICT_COLORS["diverged"]
+        else:
+            colour = "#777"
+        if known:
+            ax.plot([a, b], [y, y], "-", color=colour, lw=2.2, solid_capstyle="butt")
+        if math.isfinite(m):
+            ax.plot([m], [y], "o", color=colour, ms=6, mfc=colour if known else "white")
+    ax.axvline(0, color="#333", lw=0.9)
+    printable = ["".join(ch if ch.isprintable() else "?" for ch in str(t)) for t in labels]
+    ax.set_yticks(ys, labels=[text(t) for t in printable])
+    ax.set_ylim(-0.7, len(labels) - 0.3)
+    ax.set(title=title, xlabel=xlabel)
+    ax.grid(axis="y", visible=False)
