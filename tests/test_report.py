@@ -142,11 +142,12 @@ def test_flagged_table_lists_every_flagged_run_with_its_numbers_and_a_hint(sweep
         assert text[3] in (f"{gap:+.3f}".replace("-", "−"), "0.000")
         assert text[5].startswith(f"{run['best_epoch']} / {run['epochs_run']} of 5")
         if run["verdict"] == "diverged":
-            peak = sweep.history.loc[sweep.history["run_id"] == run["run_id"],
-                                     "max_batch_loss"].max()
+            mine = sweep.history[sweep.history["run_id"] == run["run_id"]]
+            peak = mine["max_batch_loss"].max()
+            # the epoch it blew up: that of its largest mini-batch loss, not its last
+            at = int(mine.loc[mine["max_batch_loss"].fillna(-1).idxmax(), "epoch"])
             assert text[6] in (f"epoch {run['epochs_run']}: train loss {run['train_loss']:.3g}",
-                               f"epoch {run['epochs_run']}: a mini-batch loss reached "
-                               f"{peak:.3g}")
+                               f"epoch {at}: a mini-batch loss reached {peak:.3g}")
             assert "lower the LR" in hint_cell
         if run["verdict"] == "underfit":
             assert "raise the LR" in hint_cell and f"{run['best_train_acc']:.3f}" in hint_cell
@@ -372,6 +373,10 @@ def test_hints_follow_the_numbers_and_never_contradict_the_run():
     # no best LR known: a decade below
     assert hint(_row(verdict="diverged", lr=3.0, best_lr=math.nan)).endswith(
         "next: lrlab sweep --model mlp --augment none --lr 0.3 --epochs 30")
+    # blown up in epoch 1 and never came back, though it trained on to epoch 20
+    assert hint(_row(verdict="diverged", lr=1.0, epochs_run=20, train_loss=2.3,
+                     peak_loss=87.0, peak_epoch=1.0)).startswith(
+        "diverged at lr 1 in epoch 1 (a mini-batch loss reached 87)")
     # blown up inside the epoch: the clean epoch loss looks tame, the batch loss does not
     assert hint(_row(verdict="diverged", lr=1.0, epochs_run=1, train_loss=2.42,
                      peak_loss=87.0)).startswith(

@@ -103,6 +103,7 @@ def view(runs: pd.DataFrame, history: pd.DataFrame, manifest: dict[str, Any],
     peaks = (history.groupby("run_id")["max_batch_loss"].max()
              if "max_batch_loss" in history and not history.empty else pd.Series(dtype=float))
     runs["peak_loss"] = runs["run_id"].map(peaks).astype(float)  # largest mini-batch loss
+    runs["peak_epoch"] = runs["run_id"].map(_peak_epochs(history)).astype(float)  # and when
     for col in ("tested_val_acc", "tested_val_loss", "tested_train_acc", "tested_gap_acc",
                 "tested_gl"):  # tables of older sweeps lack them: the last epoch's then
         if col not in runs:
@@ -362,7 +363,7 @@ def hint(row: dict[str, Any], registry: Any = None) -> str:
     if verdict == "error":
         return "the run raised an error: fix it and re-run the sweep (finished runs are kept)"
     if verdict == "diverged":
-        return (f"diverged at lr {fmt(lr, 'lr')} in epoch {ran} ({blowup(row)}): the LR is "
+        return (f"diverged at lr {fmt(lr, 'lr')} in epoch {blowup_epoch(row)} ({blowup(row)}): the LR is "
                 f"too large: lower the LR by a decade{best}{nxt}{command(row, lr=lower)}")
     if verdict == "unstable":
         what = {"spikes": "mini-batch losses spiked", "rising": "the training loss rose back",
@@ -478,6 +479,27 @@ def _regularized(row: dict[str, Any], registry: Any = None) -> str | None:
     return None
 
 
+def _peak_epochs(history: pd.DataFrame) -> pd.Series:
+    """run_id -> the epoch of its largest mini-batch loss (the first, on ties)."""
+    if history.empty or "max_batch_loss" not in history:
+        return pd.Series(dtype=float)
+    h = history[["run_id", "epoch", "max_batch_loss"]].reset_index(drop=True)
+    h["_v"] = h["max_batch_loss"].astype(float).fillna(-math.inf)
+    return h.loc[h.groupby("run_id")["_v"].idxmax()].set_index("run_id")["epoch"]
+
+
+def blowup_epoch(row: dict[str, Any]) -> int:
+    """The epoch a diverged run blew up: its largest mini-batch loss's when that is what
+    blew up, else the last it trained (a run that blew up in epoch 1 may have gone on)."""
+    peak, train = row.get("peak_loss", math.nan), row["train_loss"]
+    epoch = row.get("peak_epoch", math.nan)
+    if isinstance(peak, float) and math.isfinite(peak) and not (train >= peak) and \
+            isinstance(epoch, float) and math.isfinite(epoch) and epoch >= 1:
+        return int(epoch)
+    ran = row.get("epochs_run")
+    return int(ran) if ran == ran and ran is not None else 0
+
+
 def blowup(row: dict[str, Any]) -> str:
     """The loss that shows a run diverged: its largest mini-batch loss when that is what
     blew up (the epoch's clean loss may look tame), else its training loss."""
@@ -505,7 +527,7 @@ def flagged(sw: SweepView) -> list[dict[str, Any]]:
                          else ""),
             "train_acc": fmt(row["tested_train_acc"], "acc"),
             "val_acc": fmt(row["tested_val_acc"], "acc"),
-            "diverged_at": (f"epoch {fmt(row['epochs_run'], 'int')}: {blowup(row)}"
+            "diverged_at": (f"epoch {blowup_epoch(row)}: {blowup(row)}"
                             if diverged else ""),
             "flags": row["flags"], "hint": hint(row, sw.registry),
         })
