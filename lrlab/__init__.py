@@ -32,6 +32,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Spec": ("lrlab.registry", "Spec"),
     "SweepResult": ("lrlab.sweep", "SweepResult"),
     "UsageError": ("lrlab.errors", "UsageError"),
+    "load_model": ("lrlab.weights", "load_model"),
     "load_results": ("lrlab.results", "load_results"),
     "run_sweep": ("lrlab.sweep", "run_sweep"),
     "show": ("lrlab.notebook", "show"),
@@ -55,6 +56,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "hookimpl",
+    "load_model",
     "load_results",
     "run_sweep",
     "show",
@@ -93,3 +95,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from lrlab.results import RunResult, load_results
     from lrlab.sweep import SweepResult, run_sweep
     from lrlab.verdicts import Flag
+    from lrlab.weights import load_model

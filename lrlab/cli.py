@@ -128,6 +128,10 @@ def sweep(
                           f"(--fresh starts over)")
         console.print(f"results: {result.folder}/ (runs.parquet, history.parquet, "
                       f"manifest.json) report: {result.folder / 'index.html'}")
+        if result.weights:
+            console.print(f"weights: {result.folder / 'weights'}/ ({len(result.weights)} "
+                          f"run(s), --save {result.config.save}); load with "
+                          f"lrlab.load_model('{result.folder}')", markup=False)
     style = "bold red" if result.failed else "bold green"
     console.print(f"[{style}]{result.summary_line()}[/]")
     if strict and result.failed:

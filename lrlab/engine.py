@@ -4,7 +4,8 @@ Batches come from tensors already on the device (no DataLoader): each epoch draw
 permutation from the run's own generator, so the same seed gives the same batch order
 on every executor. After every epoch the model is evaluated clean (eval mode, no
 augmentation) on the train and validation splits; the test split is evaluated once, at
-the end, at the restored epoch when the stopper restores one.
+the end, at the restored epoch when the stopper restores one; those weights are handed
+back (``Trained.state_dict``) for ``--save`` (:mod:`lrlab.weights`).
 
 Checkpoints (:mod:`lrlab.checkpoints`): given a store and the run's key, :func:`train`
 saves, at an epoch boundary when a save is due (and the run goes on), everything that
@@ -57,7 +58,8 @@ from lrlab.settings import TrainSettings
 
 @dataclass
 class Trained:
-    """What training hands back: per-epoch history and the test evaluation."""
+    """What training hands back: per-epoch history, the test evaluation and the weights
+    it was made with."""
 
     history: list[dict[str, float]]  # epoch 0 (untrained) .. epochs_run
     test_loss: float
@@ -66,6 +68,9 @@ class Trained:
     stopped_by: str | None  # "stopper", "plugin", "diverged" or None (ran all epochs)
     resumed_epoch: int | None = None  # continued after this epoch of a checkpoint
     resumed_wall_s: float = 0.0  # the wall time the checkpoint had used
+    # the weights the test split was scored on (the restored epoch's when the stopper
+    # restored, else the last epoch's), as CPU copies: what ``--save`` writes
+    state_dict: dict[str, Any] | None = None
 
 
 # the format of a local checkpoint; one of another format (a vectorized member's) or
@@ -294,10 +299,18 @@ def _train(run: Run, model: torch.nn.Module, data: Split, registry: Registry,
     if restored is not None:
         model.load_state_dict(best_state)
     test_loss, test_acc = evaluate(model, loss_fn, *data.test, settings.eval_batch_size)
+    state = cpu_state_dict(model)
     if saved is None:
-        return Trained(history, test_loss, test_acc, restored, stopped_by)
+        return Trained(history, test_loss, test_acc, restored, stopped_by, state_dict=state)
     return Trained(history, test_loss, test_acc, restored, stopped_by,
-                   resumed_epoch=first - 1, resumed_wall_s=saved["wall_s"])
+                   resumed_epoch=first - 1, resumed_wall_s=saved["wall_s"], state_dict=state)
+
+
+def cpu_state_dict(model: torch.nn.Module) -> dict[str, Any]:
+    """``model.state_dict()`` as CPU copies (its tensors detached; anything else, a
+    module's extra state, as it is)."""
+    return {k: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else v
+            for k, v in model.state_dict().items()}
 
 
 # the keys a schedule may change; a schedule that changes others (momentum cycling)

@@ -134,7 +134,9 @@ class Context:
 
     def result(self, run: Run, trained: Any = None, *, wall_s: float = 0.0,
                error: str = "") -> RunResult:
-        """Package a run's outcome (``trained`` from :func:`lrlab.engine.train`)."""
+        """Package a run's outcome (``trained`` from :func:`lrlab.engine.train`): its row,
+        its history and, unless the sweep saves none (``--save none``), the weights its
+        test split was scored on (``trained.state_dict``, as ``RunResult.weights``)."""
         data_classes = len(self._data[str(run.dataset)].classes) \
             if str(run.dataset) in self._data else 0
         history = trained.history if trained is not None else []
@@ -148,7 +150,10 @@ class Context:
             key=self.run_key(run))
         if trained is not None and getattr(trained, "resumed_epoch", None) is not None:
             self._count_resumed(run)
-        return RunResult(run, summary, history)
+        # the tested weights travel with the result unless the sweep saves none
+        weights = getattr(trained, "state_dict", None) if trained is not None and \
+            getattr(self.config, "save", "best") != "none" else None
+        return RunResult(run, summary, history, weights=weights)
 
     def _count_resumed(self, run: Run) -> None:
         """One note, kept up to date: how many runs continued from a checkpoint."""

@@ -38,11 +38,17 @@ METRICS = ["train_loss", "train_acc", "val_loss", "val_acc"]
 
 @dataclass
 class RunResult:
-    """One finished run: its row of ``runs`` and its rows of ``history``."""
+    """One finished run: its row of ``runs``, its rows of ``history`` and, when the sweep
+    saves weights (``--save best|all``), the weights its test split was scored on
+    (``weights``: a ``state_dict`` of CPU tensors; None for an error, under ``--save
+    none``, or from an executor that hands none back). ``weights`` is no column of a
+    table: the sweep writes it to ``weights/<run_id>.pt`` (:mod:`lrlab.weights`). It
+    pickles with the rest (a Ray worker's result brings it back)."""
 
     run: Run
     summary: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
+    weights: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def verdict(self) -> str:

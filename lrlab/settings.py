@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, make_dataclass
 from typing import Any
 
 from lrlab.errors import UsageError
-from lrlab.registry import Spec, parse_spec, split_top
+from lrlab.registry import Spec, closest, parse_spec, split_top
 
 Parser = Callable[[str, Any], Any]  # (setting name, raw value) -> checked value
 
@@ -183,6 +183,19 @@ def device(name: str, value: Any) -> str:
     if value not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", value):
         raise UsageError(f"device must be auto, cpu or cuda, got {value!r}")
     return value
+
+
+def choice(*options: str) -> Parser:
+    """A parser of one word among ``options`` (``best``, ``all``, ``none``)."""
+    def parse(name: str, value: Any) -> str:
+        word = text(name, value).strip().lower()
+        if word not in options:
+            near = closest(word, list(options))
+            hint = f"; did you mean '{near}'?" if near else ""
+            raise UsageError(f"{name} must be {', '.join(options[:-1])} or {options[-1]}, "
+                             f"got {value!r}{hint}")
+        return word
+    return parse
 
 
 def folder_name(what: str = "name") -> Parser:
@@ -384,6 +397,9 @@ SWEEP = Settings([
     Setting("checkpoint_s", nonnegative, 30,
             "How often a run in flight is checkpointed, at an epoch boundary (0: every "
             "epoch); a killed sweep resumes from there", unit="seconds", metavar="SECONDS"),
+    Setting("save", choice("best", "all", "none"), "best",
+            "Which runs' weights are saved in weights/ (what lrlab.load_model loads): best "
+            "(the best configuration's seeds), all or none", metavar="best|all|none"),
     Setting("thresholds", thresholds, {}, "Verdict threshold KEY=VALUE, e.g. "
             "overfit_gl=10 (repeatable; a table in TOML)", train=True, flag="--threshold",
             metavar="KEY=VALUE", shown="the README's table", dump=dict, repeat=True),

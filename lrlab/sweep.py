@@ -11,6 +11,7 @@ the moment it finishes.
 
 from __future__ import annotations
 
+import pickle
 import platform
 import sys
 import time
@@ -43,6 +44,15 @@ from lrlab.recipe import recipe_of
 from lrlab.results import ResultStore, RunResult
 from lrlab.storage import FolderLock, check_writable
 from lrlab.verdicts import FAILING, VERDICTS, Flag, summary_line, verdict_of
+from lrlab.weights import (
+    best_runs,
+    prune_weights,
+    remove_weights,
+    save_weights,
+    saved_weights,
+    tested_of,
+    weights_file,
+)
 
 
 @dataclass
@@ -59,6 +69,8 @@ class SweepResult:
     notes: list[str] = field(default_factory=list)
     configs: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per configuration
     collected: list[str] = field(default_factory=list)  # run ids, under collect_only
+    # run id -> its saved weights (--save best|all; what lrlab.load_model loads)
+    weights: dict[str, Path] = field(default_factory=dict)
 
     @property
     def counts(self) -> Counter:
@@ -293,6 +305,8 @@ def execute(prepared: Prepared, *, fresh: bool = False, exitfirst: bool = False,
     with FolderLock(config.out_dir, config.command_line):
         if fresh and context.checkpoints is not None:
             context.checkpoints.clear()  # starting over: runs in flight start over too
+        if fresh:
+            remove_weights(config.out_dir)  # the runs they were of are gone too
         todo, skipped, notes = store.resume(selected, prepared.grid_keys or set(selected),
                                             fresh=fresh, codes=codes)
         info = manifest(config, host, context)
@@ -316,7 +330,8 @@ def execute(prepared: Prepared, *, fresh: bool = False, exitfirst: bool = False,
 def train_all(todo: list[Run], prepared: Prepared, store: ResultStore,
               codes: dict[str, str], ran: list[str], *, exitfirst: bool) -> None:
     """Train ``todo`` with the sweep's executor; judge, end and store each run as it
-    finishes (its checkpoint removed once it is stored), its id appended to ``ran``."""
+    finishes (its weights written under ``--save best|all``, its checkpoint removed once it
+    is stored), its id appended to ``ran``."""
     config, host, context = prepared.config, prepared.plugins, prepared.context
     executor = host.registry.build("executor", config.executor)
     host.call("lrlab_sweep_start", config=config, runs=todo)
@@ -329,12 +344,62 @@ def train_all(todo: list[Run], prepared: Prepared, store: ResultStore,
         key = context.run_key(result.run)
         result.summary["code"] = codes.get(key, "")
         store.add(result)
+        if config.save != "none":
+            keep_weights(result, context, key)
         checkpoints = getattr(context, "checkpoints", None)
         if checkpoints is not None:  # stored: its checkpoint is not needed any more
             checkpoints.remove(key)
         ran.append(result.run.run_id)
         if exitfirst and result.verdict == "error":
             context.stop_requested = True
+
+
+def keep_weights(result: RunResult, context: Context, key: str) -> None:
+    """Write a stored run's weights to ``weights/<run_id>.pt`` (every run, under ``--save
+    best`` too: :func:`finish_weights` prunes); a run without weights (an error) leaves
+    no file of an earlier training behind."""
+    run = result.run
+    path = weights_file(context.config.out_dir, run.run_id)
+    if result.weights is None:
+        path.unlink(missing_ok=True)
+        return
+    data = context.data(run)
+    try:
+        save_weights(path, run, result.weights, input_shape=data.input_shape,
+                     classes=data.classes, key=key, tested=tested_of(result.summary),
+                     model_object=run.model.source is not None)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:  # odd extra state
+        path.unlink(missing_ok=True)
+        context.note(f"weights: run {run.run_id} has a state_dict that torch.save cannot "
+                     f"write ({type(exc).__name__}: {exc}); its weights are not saved")
+
+
+def finish_weights(prepared: Prepared, runs: pd.DataFrame, configs: pd.DataFrame, *,
+                   interrupted: bool) -> tuple[dict[str, Path], list[str]]:
+    """The saved weights of the stored runs, and a note on what is missing. Under ``--save
+    best`` a sweep that ends with its whole grid stored keeps only the files of the best
+    configuration's runs (``configs``' best, what :func:`lrlab.load_model` loads); ``best``
+    and ``all`` remove the files of runs no longer stored. ``none`` removes nothing."""
+    config = prepared.config
+    folder = config.out_dir
+    ids = [str(r) for r in runs["run_id"]] if not runs.empty else []
+    if config.save == "none":
+        return saved_weights(folder, ids), []
+    keep, judged = ids, config.save == "all"
+    grid = prepared.grid_keys or {run_key(r, config) for r in prepared.runs}
+    complete = not runs.empty and grid <= set(runs["key"])
+    if config.save == "best" and complete and not interrupted:
+        best = best_runs(runs, configs=configs)
+        keep, judged = ([] if best is None else [str(r) for r in best["run_id"]]), True
+    prune_weights(folder, keep)
+    saved = saved_weights(folder, ids)
+    errors = set(runs["run_id"][runs["verdict"] == "error"]) if ids else set()
+    missing = [rid for rid in keep if judged and rid not in saved and rid not in errors]
+    notes = [f"weights: {len(missing)} run(s) to keep have no saved weights (e.g. "
+             f"{missing[0]}): trained under --save none, pruned by an earlier --save best, "
+             f"or by an executor that hands none back; --fresh trains them again"] \
+        if missing else []
+    return saved, notes
 
 
 def finish(prepared: Prepared, store: ResultStore, info: dict[str, Any], start: float,
@@ -345,6 +410,8 @@ def finish(prepared: Prepared, store: ResultStore, info: dict[str, Any], start: 
     config, host = prepared.config, prepared.plugins
     runs, history = store.tables(order=[r.run_id for r in prepared.runs])
     configs = config_table(runs, config.thresholds["near_chance"])
+    weights, weight_notes = finish_weights(prepared, runs, configs, interrupted=interrupted)
+    notes = notes + weight_notes
     if interrupted:
         info["interrupted"] = True
     store.finish(configs, info, wall_s=time.perf_counter() - start, notes=notes)
@@ -355,7 +422,7 @@ def finish(prepared: Prepared, store: ResultStore, info: dict[str, Any], start: 
 
         write_report(config.out_dir, plugins=host)
     return SweepResult(config, runs, history, config.out_dir, time.perf_counter() - start,
-                       ran, [r.run_id for r in skipped], notes, configs)
+                       ran, [r.run_id for r in skipped], notes, configs, weights=weights)
 
 
 def recipe_notes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:

@@ -78,7 +78,7 @@ def test_every_write_is_a_whole_temporary_file_renamed_into_place(out, monkeypat
 
     monkeypatch.setattr(lrlab.storage.os, "replace", replace)
     lrlab.run_sweep(out=out, name="a", lr=[0.05, 0.1], epochs=1, augment="none",
-                    executor="local", report=False)
+                    executor="local", report=False, save="none")
     runs_writes = [n for src, dst, n in renames if dst.name == "runs.parquet"]
     assert runs_writes == [0, 1, 2]  # at the start, then after each run
     assert all(src.parent == dst.parent and src.name.startswith(".") for src, dst, _ in renames)

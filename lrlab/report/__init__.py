@@ -79,6 +79,7 @@ def render(runs: pd.DataFrame, history: pd.DataFrame, manifest: dict[str, Any],
         "name": sw.name, "n_runs": len(sw.runs), "counts": analysis.counts(sw),
         "best": best, "next_steps": analysis.next_steps(sw, best),
         "no_best": analysis.no_best(sw),
+        "weights": _weights(manifest, best), "folder": str(manifest.get("folder") or ""),
         "fixed": [(a, analysis.fmt(v, "lr") if a == "lr" else str(v))
                   for a, v in sw.fixed.items()],
         "settings": analysis.settings(sw), "environment": analysis.environment(sw),
@@ -92,6 +93,16 @@ def render(runs: pd.DataFrame, history: pd.DataFrame, manifest: dict[str, Any],
     }
     context["build_s"] = f"{time.perf_counter() - started:.1f}"
     return _environment().get_template("report.html").render(**context)
+
+
+def _weights(manifest: dict[str, Any], best: Any) -> list[str]:
+    """The saved weights of the best configuration's runs (``weights/<run_id>.pt``)."""
+    if not best or not manifest.get("folder"):
+        return []
+    from lrlab.weights import saved_weights
+
+    found = saved_weights(manifest["folder"], best.get("run_ids") or [])
+    return [f"weights/{path.name}" for path in found.values()]
 
 
 def figures(sw: Any) -> list[Any]:

@@ -70,6 +70,27 @@ class StackedModel:
         return ({n: p[rows] for n, p in self.params.items()},
                 {n: b[rows] for n, b in self.buffers.items()})
 
+    @torch.no_grad()
+    def state_dicts(self, params: Params, buffers: Params) -> list[dict[str, torch.Tensor]]:
+        """Each row of ``params`` and ``buffers`` (as :meth:`take` gives them) as its
+        member's ``state_dict``, CPU copies under the keys ``nn.Module.state_dict`` writes
+        for the architecture: a shared parameter under each of its names, non-persistent
+        buffers left out, a module's extra state as the template holds it."""
+        stacked = {**params, **buffers}
+        owner = {id(t): n for n, t in (*self.template.named_parameters(),
+                                       *self.template.named_buffers())}
+        template = self.template.state_dict(keep_vars=True)
+        width = next(iter(params.values())).shape[0]
+        out = []
+        for row in range(width):
+            state: dict[str, torch.Tensor] = {}
+            for key, value in template.items():
+                name = owner.get(id(value)) if isinstance(value, torch.Tensor) else None
+                state[key] = stacked[name][row].detach().to("cpu", copy=True) \
+                    if name in stacked else value
+            out.append(state)
+        return out
+
     def select(self, rows: torch.Tensor) -> None:
         """Keep only the members at ``rows`` (in that order)."""
         self.params, self.buffers = self.take(rows)

@@ -426,9 +426,10 @@ def augment_as(m: Member, augment, x: torch.Tensor, device: torch.device) -> tor
 def finish(members: list[Member], rows: list[int], stacked: StackedModel, data, chunk: int,
            clock: Clock, threads) -> Iterator[Finished]:
     """Evaluate the test split for members that are done (at the restored epoch when the
-    stopper restores) and hand back their outcomes."""
+    stopper restores) and hand back their outcomes, each with the weights its test split
+    saw (its row of the parameters and buffers, the stopper's best when restored)."""
     tested = [(m, row) for m, row in zip(members, rows, strict=True) if not m.error]
-    results: dict[int, tuple[float, float]] = {}
+    results: dict[int, tuple[float, float, dict[str, torch.Tensor]]] = {}
     if tested:
         params, buffers = stacked.take(torch.tensor([row for _, row in tested],
                                                     device=stacked.device))
@@ -439,13 +440,15 @@ def finish(members: list[Member], rows: list[int], stacked: StackedModel, data, 
                     params[name][i] = value
         with threads():
             losses, accs = stacked.evaluate(params, buffers, *data.test, chunk)
+        # the weights the test split saw, each member's own (what --save writes)
+        states = stacked.state_dicts(params, buffers)
         for i, (m, _) in enumerate(tested):
-            results[id(m)] = (losses[i], accs[i])
+            results[id(m)] = (losses[i], accs[i], states[i])
     clock.charge(members)
     for m in members:
         if m.error:
             yield Finished(m.run, None, m.wall_s, m.error)
             continue
-        test_loss, test_acc = results[id(m)]
+        test_loss, test_acc, state = results[id(m)]
         yield Finished(m.run, Trained(m.history, test_loss, test_acc, m.restored, m.stopped_by,
-                                      resumed_epoch=m.resumed), m.wall_s)
+                                      resumed_epoch=m.resumed, state_dict=state), m.wall_s)
