@@ -23,21 +23,7 @@ def registry():
     return load_plugins(use_entry_points=False).registry
 
 
-@pytest.fixture(autouse=True)
-def no_downloads(monkeypatch):
-    """Any attempt to download fails the test."""
-    import torchvision.datasets.utils as tvu
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a test tried to download a dataset")
-
-    for name in ("download_url", "download_and_extract_archive"):
-        monkeypatch.setattr(tvu, name, refuse)
-    import torchvision.datasets.cifar as cifar
-    import torchvision.datasets.mnist as mnist
-
-    monkeypatch.setattr(mnist, "download_and_extract_archive", refuse)
-    monkeypatch.setattr(cifar, "download_and_extract_archive", refuse)
+pytestmark = pytest.mark.usefixtures("no_downloads")  # tests/conftest.py
 
 
 def build(registry, text, root):

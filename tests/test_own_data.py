@@ -28,18 +28,7 @@ from lrlab.registry import parse_spec
 TINY = dict(epochs=1, lr=0.1, augment="none", report=False)
 
 
-@pytest.fixture(autouse=True)
-def no_downloads(monkeypatch):
-    """Any attempt to download fails the test."""
-    import torchvision.datasets.mnist as mnist
-    import torchvision.datasets.utils as tvu
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a test tried to download a dataset")
-
-    for name in ("download_url", "download_and_extract_archive"):
-        monkeypatch.setattr(tvu, name, refuse)
-    monkeypatch.setattr(mnist, "download_and_extract_archive", refuse)
+pytestmark = pytest.mark.usefixtures("no_downloads")  # tests/conftest.py
 
 
 @pytest.fixture

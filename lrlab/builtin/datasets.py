@@ -15,6 +15,7 @@ import inspect
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,18 +84,8 @@ def _torchvision(cls_name: str, folder: str, root: str, download: bool, subset: 
     where = Path(root) / folder
     parts = []
     for train in (True, False):
-        try:
-            ds = cls(root=root, train=train, download=download)
-        except RuntimeError as exc:
-            if download:
-                raise UsageError(f"{cls_name} could not be downloaded to {where}: "
-                                 f"{_one_line(exc)}") from None
-            raise UsageError(f"{cls_name} files not found (or not intact) in {where}: pass "
-                             f"--download to fetch them, or --data-root to point at the "
-                             f"folder that holds {folder}") from None
-        except (AssertionError, OSError, ValueError, EOFError) as exc:
-            raise UsageError(f"{cls_name} files in {where} could not be read: "
-                             f"{_one_line(exc) or type(exc).__name__}") from None
+        ds = _open(lambda train=train: cls(root=root, train=train, download=download),
+                   cls_name, where, download, holds=folder)
         data = ds.data if isinstance(ds.data, torch.Tensor) else torch.from_numpy(np.asarray(ds.data))
         y = torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
         parts.append((data, y, list(ds.classes)))  # still uint8: subset first, then convert
@@ -104,6 +95,32 @@ def _torchvision(cls_name: str, folder: str, root: str, download: bool, subset: 
         x, y = stratified_subset(x, y, subset)
         xt, yt = stratified_subset(xt, yt, n_test)
     return Data(_images(x), y, [str(c) for c in classes], test=(_images(xt), yt))
+
+
+def _open(make: Any, what: str, where: Path, download: bool, *, holds: str,
+          bad_arguments: bool = False) -> Any:
+    """``make()`` a torchvision dataset; what goes wrong is one line: files missing (say
+    --download or --data-root), a download that failed, files that do not read, and with
+    ``bad_arguments`` a TypeError/ValueError from the class's own argument checks."""
+    try:
+        return make()
+    except RuntimeError as exc:
+        if download:
+            raise UsageError(f"{what} could not be downloaded to {where}: "
+                             f"{_one_line(exc)}") from None
+        raise UsageError(f"{what}: files not found (or not intact) in {where}: pass "
+                         f"--download to fetch them, or --data-root to point at the folder "
+                         f"that holds {holds}") from None
+    except (TypeError, ValueError) as exc:
+        if bad_arguments:  # the class refused the arguments it was given
+            raise UsageError(f"{what}: {_one_line(exc)}") from None
+        if isinstance(exc, TypeError):
+            raise
+        raise UsageError(f"{what}: files in {where} could not be read: "
+                         f"{_one_line(exc) or type(exc).__name__}") from None
+    except (AssertionError, OSError, EOFError) as exc:
+        raise UsageError(f"{what}: files in {where} could not be read: "
+                         f"{_one_line(exc) or type(exc).__name__}") from None
 
 
 def _images(data: torch.Tensor) -> torch.Tensor:
@@ -508,20 +525,8 @@ def torchvision(root: str, *, name: str, download: bool = False, subset: int = 0
     where = Path(root)
     read = []
     for part in parts:
-        try:
-            ds = cls(**base, **part)
-        except RuntimeError as exc:
-            if download:
-                raise UsageError(f"{what} could not be downloaded to {where}: "
-                                 f"{_one_line(exc)}") from None
-            raise UsageError(f"{what}: files not found (or not intact) in {where}: pass "
-                             f"--download to fetch them, or --data-root to point at the "
-                             f"folder that holds them ({_one_line(exc)})") from None
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"{what}: {_one_line(exc)}") from None
-        except (AssertionError, OSError, EOFError) as exc:
-            raise UsageError(f"{what}: files in {where} could not be read: "
-                             f"{_one_line(exc) or type(exc).__name__}") from None
+        ds = _open(lambda part=part: cls(**base, **part), what, where, download,
+                   holds="them", bad_arguments=True)
         x, labels = _read_torchvision(ds, size, what)
         read.append((x, labels, getattr(ds, "classes", None)))
     labels = [np.asarray(lab) for _, lab, _ in read]
