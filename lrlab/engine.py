@@ -299,7 +299,7 @@ def _train(run: Run, model: torch.nn.Module, data: Split, registry: Registry,
     if restored is not None:
         model.load_state_dict(best_state)
     test_loss, test_acc = evaluate(model, loss_fn, *data.test, settings.eval_batch_size)
-    state = cpu_state_dict(model)
+    state = cpu_state_dict(model) if settings.save != "none" else None  # for --save
     if saved is None:
         return Trained(history, test_loss, test_acc, restored, stopped_by, state_dict=state)
     return Trained(history, test_loss, test_acc, restored, stopped_by,

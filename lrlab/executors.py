@@ -150,9 +150,8 @@ class Context:
             key=self.run_key(run))
         if trained is not None and getattr(trained, "resumed_epoch", None) is not None:
             self._count_resumed(run)
-        # the tested weights travel with the result unless the sweep saves none
-        weights = getattr(trained, "state_dict", None) if trained is not None and \
-            getattr(self.config, "save", "best") != "none" else None
+        # the tested weights travel with the result (the trainers keep none under --save none)
+        weights = getattr(trained, "state_dict", None) if trained is not None else None
         return RunResult(run, summary, history, weights=weights)
 
     def _count_resumed(self, run: Run) -> None:

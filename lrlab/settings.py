@@ -399,7 +399,7 @@ SWEEP = Settings([
             "epoch); a killed sweep resumes from there", unit="seconds", metavar="SECONDS"),
     Setting("save", choice("best", "all", "none"), "best",
             "Which runs' weights are saved in weights/ (what lrlab.load_model loads): best "
-            "(the best configuration's seeds), all or none", metavar="best|all|none"),
+            "(the best configuration's seeds), all or none", train=True, metavar="best|all|none"),
     Setting("thresholds", thresholds, {}, "Verdict threshold KEY=VALUE, e.g. "
             "overfit_gl=10 (repeatable; a table in TOML)", train=True, flag="--threshold",
             metavar="KEY=VALUE", shown="the README's table", dump=dict, repeat=True),

@@ -9,13 +9,13 @@ import dataclasses
 import functools
 import math
 import os
-import struct
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_datasets import write_idx  # the MNIST-format files torchvision reads
 from torch import nn
 from typer.testing import CliRunner
 
@@ -388,15 +388,6 @@ def test_api_objects_that_are_not_models_or_clash_with_a_name(tmp_path):
 
 
 # -- torchvision, by class name -----------------------------------------------------------
-
-
-def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    n, h, w = images.shape
-    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(
-        struct.pack(">IIII", 0x00000803, n, h, w) + images.astype(np.uint8).tobytes())
-    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(
-        struct.pack(">II", 0x00000801, n) + labels.astype(np.uint8).tobytes())
 
 
 def test_torchvision_reads_a_class_by_name_from_the_data_root(registry, tmp_path):

@@ -38,9 +38,17 @@ def test_every_setting_with_an_option_is_in_sweep_help_with_its_default():
     assert "--amp / --no-amp" in text  # a switch can be turned off over [tool.lrlab]
 
 
-def test_every_default_passes_its_own_parser():
-    for setting in SWEEP.values():
-        setting.value()  # a default a user could not write would raise here
+def test_every_default_passes_its_own_parser_and_a_bad_one_fails():
+    defaults = SWEEP.defaults()  # every default read through its own parser
+    assert set(defaults) == set(SWEEP)
+    assert all(isinstance(defaults[s.name], list) and defaults[s.name]
+               for s in SWEEP.axes())  # an axis is a non-empty list of values
+    assert defaults["lr"] == [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
+    assert defaults["split"] == (0.6, 0.2, 0.2) and defaults["executor"].name == "auto"
+    assert defaults["thresholds"]["overfit_gl"] == 25
+    broken = dataclasses.replace(SWEEP["epochs"], default="0")  # one a user could not write
+    with pytest.raises(UsageError, match="epochs must be >= 1, got 0"):
+        broken.value()
 
 
 def test_training_settings_are_the_declared_train_settings():

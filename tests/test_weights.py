@@ -294,3 +294,23 @@ def test_the_terminal_and_the_report_say_where_the_weights_are(tmp_path, monkeyp
             "lrlab.load_model('reports/digits')") in done.output
     page = (tmp_path / "reports" / "digits" / "index.html").read_text()
     assert 'id="weights">Weights: <code>weights/mlp(width=16)-lr0.1-ep2-none-s0.pt' in page
+
+
+@pytest.mark.parametrize("executor", ["local", "vectorized"])
+def test_save_none_copies_no_weights_out_of_the_trainers(tmp_path, executor):
+    """Under --save none neither executor copies the tested weights to the CPU."""
+    seen = []
+
+    class Watch:
+        def lrlab_run_end(self, result):
+            seen.append(result.weights)
+
+    lrlab.run_sweep(plugins=[Watch()], lr=[0.05, 0.1], epochs=1, augment="none",
+                    model="mlp(width=8)", executor=executor, save="none", report=False,
+                    out=tmp_path / "r", cwd=tmp_path)
+    assert seen == [None, None]
+    seen.clear()
+    lrlab.run_sweep(plugins=[Watch()], lr=[0.05, 0.1], epochs=1, augment="none",
+                    model="mlp(width=8)", executor=executor, save="all", report=False,
+                    out=tmp_path / "r2", cwd=tmp_path)
+    assert len(seen) == 2 and all(isinstance(w, dict) and w for w in seen)

@@ -266,7 +266,7 @@ def train_group(plan: Plan, context) -> Iterator[Finished]:
             continue
 
         yield from finish([slots[r] for r in done], done, stacked, data, chunk, clock,
-                          threads)
+                          threads, weights=settings.save != "none")
         index = torch.tensor(done, device=device)
         stacked.zero(index)
         optimizer.clear(index)
@@ -424,7 +424,7 @@ def augment_as(m: Member, augment, x: torch.Tensor, device: torch.device) -> tor
 
 
 def finish(members: list[Member], rows: list[int], stacked: StackedModel, data, chunk: int,
-           clock: Clock, threads) -> Iterator[Finished]:
+           clock: Clock, threads, weights: bool = True) -> Iterator[Finished]:
     """Evaluate the test split for members that are done (at the restored epoch when the
     stopper restores) and hand back their outcomes, each with the weights its test split
     saw (its row of the parameters and buffers, the stopper's best when restored)."""
@@ -441,7 +441,7 @@ def finish(members: list[Member], rows: list[int], stacked: StackedModel, data, 
         with threads():
             losses, accs = stacked.evaluate(params, buffers, *data.test, chunk)
         # the weights the test split saw, each member's own (what --save writes)
-        states = stacked.state_dicts(params, buffers)
+        states = stacked.state_dicts(params, buffers) if weights else [None] * len(tested)
         for i, (m, _) in enumerate(tested):
             results[id(m)] = (losses[i], accs[i], states[i])
     clock.charge(members)
