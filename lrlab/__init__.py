@@ -30,6 +30,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "RunResult": ("lrlab.results", "RunResult"),
     "Section": ("lrlab.report.sections", "Section"),
     "Spec": ("lrlab.registry", "Spec"),
+    "StreamingData": ("lrlab.data", "StreamingData"),
     "SweepResult": ("lrlab.sweep", "SweepResult"),
     "UsageError": ("lrlab.errors", "UsageError"),
     "load_model": ("lrlab.weights", "load_model"),
@@ -52,6 +53,7 @@ __all__ = [
     "RunResult",
     "Section",
     "Spec",
+    "StreamingData",
     "SweepResult",
     "UsageError",
     "__version__",
@@ -84,7 +86,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from lrlab import testing
     from lrlab.config import Run
-    from lrlab.data import Data
+    from lrlab.data import Data, StreamingData
     from lrlab.errors import PluginError, UsageError
     from lrlab.executors import Context
     from lrlab.notebook import NotebookProgress, show

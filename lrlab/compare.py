@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lrlab.config import AXES
+from lrlab.config import CONFIG_AXES, recorded_split_seeds
 from lrlab.errors import UsageError
 from lrlab.stats import (
     LEVEL,
@@ -43,7 +43,6 @@ from lrlab.stats import (
     pair_keys,
 )
 
-CONFIG_AXES = tuple(a for a in AXES if a != "seed")
 # metric -> (runs-table column, +1 when higher is better, -1 when lower is)
 METRICS = {"val_acc": ("tested_val_acc", +1), "val_loss": ("tested_val_loss", -1),
            "gap_acc": ("tested_gap_acc", -1), "gl": ("tested_gl", -1)}
@@ -165,7 +164,8 @@ def _norm(axis: str, value: Any) -> str:
 
 def _same_split(ma: dict[str, Any], mb: dict[str, Any]) -> bool:
     ca, cb = ma.get("config") or {}, mb.get("config") or {}
-    return all(ca.get(k) == cb.get(k) for k in ("split", "split_seed"))
+    return ca.get("split") == cb.get("split") and \
+        recorded_split_seeds(ca) == recorded_split_seeds(cb)
 
 
 def compare(a: Any, b: Any, *, fail_if_worse: list[str] | dict[str, float] | None = None
@@ -445,7 +445,8 @@ def _about(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     if manifest.get("command_line"):
         rows.append(("command line", str(manifest["command_line"])))
     if cfg.get("split") is not None:
-        rows.append(("split", f"{cfg.get('split')} (split_seed {cfg.get('split_seed')})"))
+        seeds = ", ".join(str(v) for v in recorded_split_seeds(cfg))
+        rows.append(("split", f"{cfg.get('split')} (split_seed {seeds})"))
     versions = manifest.get("versions") or {}
     if versions:
         rows.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items())))

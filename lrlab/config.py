@@ -39,6 +39,13 @@ def _run_axes(self: Any) -> dict[str, Any]:
     return out
 
 
+# The axes that repeat a configuration rather than define one, each with the setting that
+# counts it (``seeds 3`` is ``seed [0, 1, 2]``). A configuration is a run less these; its
+# runs are compared paired on them (lrlab.stats.pair_keys).
+REPEATS = {"split_seed": "split_seeds", "seed": "seeds"}
+CONFIG_AXES = tuple(a for a in AXES if a not in REPEATS)
+
+
 # One training run: its id and a value for every axis of lrlab.settings.SWEEP
 # (dataset, model, ..., lr, epochs, batch_size, seed).
 Run = make_dataclass("Run", [("run_id", str), *((a, Any) for a in AXES)], frozen=True,
@@ -91,6 +98,14 @@ class SweepConfig:
                 "source": self.source}
 
 
+def recorded_split_seeds(config: dict[str, Any]) -> list[int]:
+    """The split seeds a manifest's ``config`` records: its grid's ``split_seed`` (older
+    manifests: one fixed ``split_seed``; none recorded: ``[]``)."""
+    if "split_seed" in config:
+        return [config["split_seed"]]
+    return list((config.get("grid") or {}).get("split_seed") or [])
+
+
 def parse_axis(axis: str, value: Any) -> list[Any]:
     """The checked values of one grid axis."""
     return SWEEP[axis].read(value)
@@ -136,16 +151,20 @@ def pyproject_defaults(start: Path) -> dict[str, Any]:
 
 def merge_layers(layers: list[dict[str, Any]]) -> dict[str, Any]:
     """The given values of every layer, later layers winning; thresholds merge key by key,
-    and a later ``seed`` (a list of seeds) replaces an earlier ``seeds`` (how many)."""
+    and a later ``seed`` (a list of seeds) replaces an earlier ``seeds`` (how many), as
+    ``split_seed`` and ``split_seeds`` do."""
     merged: dict[str, Any] = {}
     for layer in layers:
-        if "seed" in layer and "seeds" in layer:
-            raise UsageError("give seed (a list of seeds) or seeds (how many), not both")
+        for listed, count in REPEATS.items():
+            if listed in layer and count in layer:
+                raise UsageError(f"give {listed} (a list of {listed}s) or {count} (how "
+                                 f"many), not both")
         thresholds = {**merged.get("thresholds", {}),
                       **threshold_table(layer.get("thresholds", {}))}
-        for given, other in (("seed", "seeds"), ("seeds", "seed")):
-            if given in layer:
-                merged.pop(other, None)
+        for listed, count in REPEATS.items():
+            for given, other in ((listed, count), (count, listed)):
+                if given in layer:
+                    merged.pop(other, None)
         merged.update(layer)
         merged["thresholds"] = thresholds
     return merged
@@ -170,8 +189,9 @@ def build_config(sweep_file: Path | None = None, overrides: dict[str, Any] | Non
         setting = SWEEP[name]
         return setting.read(given[name]) if name in given else setting.value()
 
-    grid = {axis: read(axis) for axis in AXES if axis != "seed"}
-    grid["seed"] = read("seed") if "seed" in given else list(range(read("seeds")))
+    grid = {axis: read(axis) for axis in AXES if axis not in REPEATS}
+    for listed, count in REPEATS.items():  # seed [0, 1, 2] or seeds 3, alike
+        grid[listed] = read(listed) if listed in given else list(range(read(count)))
     grid = {axis: grid[axis] for axis in AXES}
     values = {s.name: read(s.name) for s in SWEEP.fixed()}
     if values["name"] is None:
@@ -184,7 +204,7 @@ def build_config(sweep_file: Path | None = None, overrides: dict[str, Any] | Non
 
 # the order of the parts of a run id (axes not listed here follow, in declaration order)
 ID_ORDER = ("dataset", "model", "loss", "optimizer", "schedule", "lr", "epochs",
-            "batch_size", "augment", "stopper", "seed")
+            "batch_size", "augment", "stopper", "split_seed", "seed")
 
 
 def _id_part(axis: str, value: Any) -> str:

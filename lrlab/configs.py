@@ -25,21 +25,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lrlab.config import AXES
+from lrlab.config import CONFIG_AXES
 from lrlab.stats import (
     Interval,
+    bonferroni,
     bounds_of,
     clip,
     covers,
+    difference_bounds,
     interval_text,
     mean_intervals,
     pair_keys,
     paired_differences,
     points_text,
+    simultaneous_intervals,
 )
 from lrlab.verdicts import DEFAULT_THRESHOLDS, SEVERITY, VERDICTS, progress
 
-CONFIG_AXES = tuple(a for a in AXES if a != "seed")
 # the runs-table columns summarised per configuration, and their names in ``configs``
 METRICS = {"tested_val_acc": "val_acc", "tested_val_loss": "val_loss",
            "tested_gap_acc": "gap_acc", "tested_gl": "gl", "test_acc": "test_acc"}
@@ -50,8 +52,9 @@ EFFECT_METRICS = {"val_acc": "tested_val_acc", "gap_acc": "tested_gap_acc"}
 
 
 def config_id(run_id: str) -> str:
-    """A run id less its seed: ``mlp-lr0.1-ep30-flip-s2`` -> ``mlp-lr0.1-ep30-flip``."""
-    return re.sub(r"-s\d+$", "", str(run_id))
+    """A run id less its seed (and split seed, when that varies):
+    ``mlp-lr0.1-ep30-flip-s2`` and ``mlp-lr0.1-ep30-flip-sp1-s2`` -> ``mlp-lr0.1-ep30-flip``."""
+    return re.sub(r"(-sp\d+)?-s\d+$", "", str(run_id))
 
 
 def learned(row: dict, near_chance: float = DEFAULT_THRESHOLDS["near_chance"]) -> bool:
@@ -100,7 +103,9 @@ def config_table(runs: pd.DataFrame,
 
     Then each configuration against the best, paired by seed (:func:`_versus_best`):
     ``vs_best_n`` pairs, ``vs_best_mean`` / ``_lo`` / ``_hi`` (its val acc minus the
-    best's) and ``vs_best`` (best / tied / behind / ahead / no interval).
+    best's) and ``vs_best`` (best / tied / behind / ahead / no interval). Those intervals
+    hold together at 95% over the comparisons with the configurations that learned
+    (Bonferroni): ``vs_best_level`` is each one's own confidence.
     ``intervals=False`` leaves the intervals and the comparison out (choosing the best
     needs neither)."""
     if runs is None or runs.empty:
@@ -134,14 +139,20 @@ def config_table(runs: pd.DataFrame,
         return table
     # one bootstrap per sample size for the whole table; each interval clipped to the
     # range its metric can take
-    found = mean_intervals([v for name in samples for v in samples[name]]
-                           + _best_differences(frame, table))
+    found = mean_intervals([v for name in samples for v in samples[name]])
     k = len(table)
     for j, name in enumerate(samples):
         bounds = bounds_of(name)
         table[f"{name}_lo"] = [clip(iv.lo, bounds) for iv in found[j * k:(j + 1) * k]]
         table[f"{name}_hi"] = [clip(iv.hi, bounds) for iv in found[j * k:(j + 1) * k]]
-    return _versus_best(table, found[len(samples) * k:])
+    # the best against every other configuration that learned: those intervals hold
+    # together at 95% (Bonferroni), so a sweep of many configurations does not call one
+    # "behind" by the chance of one comparison in twenty
+    comparisons = max(1, int(table["learned"].sum()) - 1)
+    level = bonferroni(comparisons)
+    table["vs_best_level"] = level
+    return _versus_best(table, simultaneous_intervals(_best_differences(frame, table),
+                                                      comparisons, difference_bounds("val_acc")))
 
 
 def _best_differences(frame: pd.DataFrame, table: pd.DataFrame) -> list[np.ndarray]:
@@ -198,6 +209,27 @@ def scope(runs: pd.DataFrame) -> str:
     return covers(runs)
 
 
+def together_text(level: Any) -> str:
+    """``95% intervals`` or, for intervals held together at 95% over k comparisons
+    (Bonferroni: each at ``level``), ``95% intervals held together over k comparisons``."""
+    try:
+        k = round((1 - 0.95) / (1 - float(level)))
+    except (TypeError, ValueError, ZeroDivisionError):
+        k = 1
+    return f"95% intervals held together over {k} comparisons" if k > 1 else "95% intervals"
+
+
+def repeats_text(runs: pd.DataFrame) -> str:
+    """What a configuration's numbers are over: ``3 seeds``, or ``6 runs (3 seeds × 2
+    splits)`` when it was repeated on several train/val/test splits."""
+    n = len(runs)
+    seeds = int(runs["seed"].nunique()) if "seed" in runs else n
+    splits = int(runs["split_seed"].nunique()) if "split_seed" in runs else 1
+    if splits < 2:
+        return f"{n} seed{'s' if n != 1 else ''}"
+    return f"{n} runs ({seeds} seed{'s' if seeds != 1 else ''} × {splits} splits)"
+
+
 def mean_text(row: Any, name: str, digits: int = 3, scale: float = 1.0) -> str:
     """``0.967 [0.961, 0.972]`` of a configs row's metric (the mean alone with one seed)."""
     get = row.get if hasattr(row, "get") else lambda k, d=None: getattr(row, k, d)
@@ -236,9 +268,13 @@ def axis_effects(runs: pd.DataFrame,
     the mean paired difference (value − baseline) over the units (the runs' other axes and
     seed, and split seed) where both runs learned, and its 95% interval.
 
+    The intervals of one metric hold together at 95% over all its effects (Bonferroni):
+    ``level`` is each one's own confidence.
+
     Columns: ``axis``, ``value``, ``baseline``, ``metric`` (``val_acc``, ``gap_acc``), ``n``
-    (pairs), ``mean``, ``sd``, ``lo``, ``hi``; an effect without pairs has ``n`` 0 and NaN."""
-    columns = ["axis", "value", "baseline", "metric", "n", "mean", "sd", "lo", "hi"]
+    (pairs), ``mean``, ``sd``, ``lo``, ``hi``, ``level``; an effect without pairs has ``n``
+    0 and NaN."""
+    columns = ["axis", "value", "baseline", "metric", "n", "mean", "sd", "lo", "hi", "level"]
     if runs is None or runs.empty:
         return pd.DataFrame(columns=columns)
     frame = _prepared(runs)
@@ -258,9 +294,18 @@ def axis_effects(runs: pd.DataFrame,
             for v in others:
                 keys.append((axis, v, base, metric))
                 samples.append(found[v])
-    found = mean_intervals(samples)
+    # each metric's effects hold together at 95%: one level per metric, over its effects
+    # that have pairs to compare
+    counts = Counter(m for (_, _, _, m), sample in zip(keys, samples, strict=True)
+                     if len(sample) > 1)
+    found: list[Interval] = [None] * len(keys)  # type: ignore[list-item]
+    for metric in EFFECT_METRICS:
+        idx = [i for i, key in enumerate(keys) if key[3] == metric]
+        for i, iv in zip(idx, simultaneous_intervals([samples[i] for i in idx], counts[metric],
+                                                     difference_bounds(metric)), strict=True):
+            found[i] = iv
     rows = [{"axis": a, "value": v, "baseline": b, "metric": m, "n": iv.n, "mean": iv.mean,
-             "sd": iv.sd, "lo": iv.lo, "hi": iv.hi}
+             "sd": iv.sd, "lo": iv.lo, "hi": iv.hi, "level": bonferroni(counts[m])}
             for (a, v, b, m), iv in zip(keys, found, strict=True)]
     return pd.DataFrame(rows, columns=columns)
 
@@ -363,7 +408,8 @@ def _ids(runs: pd.DataFrame) -> list[str]:
     axes = [a for a in CONFIG_AXES if a in runs]
     if "run_id" in runs:
         return [str(r) for r in runs["run_id"]]
-    return ["-".join(str(r[a]) for a in axes) + f"-s{r.get('seed', 0)}"
+    return ["-".join(str(r[a]) for a in axes)
+            + (f"-sp{r['split_seed']}" if "split_seed" in r else "") + f"-s{r.get('seed', 0)}"
             for r in runs.to_dict("records")]
 
 

@@ -2,7 +2,10 @@
 
 Batches come from tensors already on the device (no DataLoader): each epoch draws a
 permutation from the run's own generator, so the same seed gives the same batch order
-on every executor. After every epoch the model is evaluated clean (eval mode, no
+on every executor. A streamed dataset (:attr:`lrlab.data.Split.streaming`: too big for
+memory) is read through DataLoader workers (``--workers``, :class:`lrlab.data.Feeder`),
+batch by batch, in that same order: its history is the one the in-memory run of the same
+data gives. After every epoch the model is evaluated clean (eval mode, no
 augmentation) on the train and validation splits; the test split is evaluated once, at
 the end, at the restored epoch when the stopper restores one; those weights are handed
 back (``Trained.state_dict``) for ``--save`` (:mod:`lrlab.weights`).
@@ -50,7 +53,7 @@ from lrlab.checkpoints import (
     set_rng_state,
 )
 from lrlab.config import Run
-from lrlab.data import Split, take_rows
+from lrlab.data import Feeder, Split, Stream
 from lrlab.epochs import EpochRule
 from lrlab.registry import Registry
 from lrlab.settings import TrainSettings
@@ -93,15 +96,25 @@ def resolve_device(name: str) -> torch.device:
 
 
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor,
-             batch_size: int) -> tuple[float, float]:
-    """Mean loss and accuracy over ``(x, y)`` in eval mode, in large batches."""
+def evaluate(model: torch.nn.Module, loss_fn: Callable, x: torch.Tensor | Stream,
+             y: torch.Tensor, batch_size: int,
+             feeder: Feeder | None = None) -> tuple[float, float]:
+    """Mean loss and accuracy over ``(x, y)`` in eval mode, in large batches; ``x`` may
+    be a streamed part (``y`` its targets), read by ``feeder``."""
+    if isinstance(x, Stream):
+        if feeder is None:
+            raise ValueError("a streamed part is evaluated through a Feeder")
+        device = feeder.device
+        batches: Iterator = feeder.in_order(x, batch_size)
+    else:
+        device = x.device
+        batches = ((x[s:s + batch_size], y[s:s + batch_size])
+                   for s in range(0, len(y), batch_size))
     was_training = model.training
     model.eval()
-    total_loss = torch.zeros((), device=x.device, dtype=torch.float64)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
-    for start in range(0, len(y), batch_size):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+    total_loss = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for xb, yb in batches:
         logits = model(xb).float()
         total_loss += loss_fn(logits, yb).double() * len(yb)
         correct += (logits.argmax(1) == yb).sum()
@@ -124,25 +137,14 @@ def build_augment(registry: Registry, run: Run, input_shape: tuple[int, ...]):
     return pipeline
 
 
-# Below this many multiply-adds per training step (parameters x batch size), a CPU run is
-# bound by per-step overhead, and a second intra-op thread only adds synchronisation: on
-# 2 cores the default digits sweep runs 2x faster on one thread.
-SMALL_STEP = 4_000_000
-
-
 @contextlib.contextmanager
 def cpu_threads(model: torch.nn.Module, batch_size: int, device: torch.device,
                 threads: int) -> Iterator[None]:
-    """Run a training on ``threads`` CPU threads (0: one for a small model, else torch's)."""
+    """Run a training on ``threads`` CPU threads (0: :func:`lrlab.threads.choose`'s)."""
+    from lrlab.threads import choose
+
     before = torch.get_num_threads()
-    if device.type != "cpu":
-        wanted = before
-    elif threads > 0:
-        wanted = threads
-    else:
-        size = batch_size * sum(p.numel() for p in model.parameters()
-                                if not torch.nn.parameter.is_lazy(p))
-        wanted = 1 if size < SMALL_STEP else before
+    wanted = choose(model, batch_size, device, threads)
     torch.set_num_threads(wanted)
     try:
         yield
@@ -172,8 +174,10 @@ def _start(run: Run, data: Split, registry: Registry, settings: TrainSettings,
     torch.manual_seed(run.seed)  # initialization, dropout and augmentation randomness
     model = registry.build("model", run.model, data.input_shape, data.num_classes)
     model = model.to(settings.device)
-    with cpu_threads(model, run.batch_size, settings.device, settings.threads):
-        return _train(run, model, data, registry, settings, epoch_end, keep, saved)
+    feeder = Feeder(settings.device, settings.workers)  # a streamed split's workers
+    with cpu_threads(model, run.batch_size, settings.device, settings.threads), \
+            contextlib.closing(feeder):
+        return _train(run, model, data, registry, settings, epoch_end, keep, saved, feeder)
 
 
 class Keeper:
@@ -203,13 +207,12 @@ class Keeper:
 def _train(run: Run, model: torch.nn.Module, data: Split, registry: Registry,
            settings: TrainSettings,
            epoch_end: Callable[[Run, int, dict[str, float]], bool] | None,
-           keep: Keeper | None = None, saved: dict[str, Any] | None = None) -> Trained:
+           keep: Keeper | None, saved: dict[str, Any] | None, feeder: Feeder) -> Trained:
     device = settings.device
     batch_gen = torch.Generator(device=device).manual_seed(run.seed)  # batch order
     loss_fn = registry.build("loss", run.loss, data.num_classes)
     optimizer = registry.build("optimizer", run.optimizer, model.parameters(), run.lr)
-    x_train, y_train = data.train
-    n = len(y_train)
+    n = data.sizes()[0]
     steps_per_epoch = math.ceil(n / run.batch_size)
     schedule = registry.build("schedule", run.schedule, optimizer, steps_per_epoch, run.epochs)
     augment = build_augment(registry, run, data.input_shape)
@@ -217,9 +220,15 @@ def _train(run: Run, model: torch.nn.Module, data: Split, registry: Registry,
     forward = torch.compile(model, dynamic=False) if settings.compile else model
     autocast = settings.amp and device.type == "cuda"
 
+    def evaluate_part(part) -> tuple[float, float]:
+        if isinstance(part, Stream):
+            return evaluate(model, loss_fn, part, part.targets, settings.eval_batch_size,
+                            feeder)
+        return evaluate(model, loss_fn, *part, settings.eval_batch_size)
+
     def clean_metrics() -> dict[str, float]:
-        train_loss, train_acc = evaluate(model, loss_fn, *data.train, settings.eval_batch_size)
-        val_loss, val_acc = evaluate(model, loss_fn, *data.val, settings.eval_batch_size)
+        train_loss, train_acc = evaluate_part(data.train)
+        val_loss, val_acc = evaluate_part(data.val)
         return {"train_loss": train_loss, "train_acc": train_acc,
                 "val_loss": val_loss, "val_acc": val_acc}
 
@@ -262,11 +271,11 @@ def _train(run: Run, model: torch.nn.Module, data: Split, registry: Registry,
     for epoch in range(first, run.epochs + 1):
         model.train()
         order = torch.randperm(n, generator=batch_gen, device=device)
+        if data.streaming:  # the workers read by index on the CPU
+            order = order.cpu()
         peak = torch.zeros((), device=device)  # the epoch's largest mini-batch loss
         total = torch.zeros((), device=device, dtype=torch.float64)  # and their sum
-        for step in range(steps_per_epoch):
-            idx = order[step * run.batch_size:(step + 1) * run.batch_size]
-            xb, yb = take_rows(x_train, idx), take_rows(y_train, idx)
+        for xb, yb in feeder.batches(data.train, order.split(run.batch_size)):
             if augment is not None:
                 xb = augment(xb)
             lr_used = optimizer.param_groups[0]["lr"]
@@ -298,7 +307,7 @@ def _train(run: Run, model: torch.nn.Module, data: Split, registry: Registry,
     restored = rule.restore_epoch(stopped_by)
     if restored is not None:
         model.load_state_dict(best_state)
-    test_loss, test_acc = evaluate(model, loss_fn, *data.test, settings.eval_batch_size)
+    test_loss, test_acc = evaluate_part(data.test)
     state = cpu_state_dict(model) if settings.save != "none" else None  # for --save
     if saved is None:
         return Trained(history, test_loss, test_acc, restored, stopped_by, state_dict=state)

@@ -6,6 +6,9 @@ context gives it the data (loaded once, on the device), the components, the life
 hooks and :meth:`Context.train_one`, which trains one run exactly as the local executor
 does and turns any exception into an ``error`` result. The sweep driver stores each
 result, judges it and calls ``lrlab_run_end``; an executor never has to.
+An executor that cannot train a streamed dataset (:class:`lrlab.data.StreamingData`,
+data too big for memory) says why in a ``cannot_stream`` attribute: a sweep on one is
+then refused when the data is loaded, before anything is written.
 
 ``Context.checkpoints`` (:class:`lrlab.checkpoints.CheckpointStore`, in
 ``<sweep folder>/.checkpoints/``, saving every ``checkpoint_s`` seconds) is where an
@@ -32,8 +35,9 @@ import torch
 
 from lrlab.checkpoints import CheckpointStore
 from lrlab.config import COMPONENT_AXES, Run, SweepConfig, run_key
-from lrlab.data import Split, check_finite, stratified_split
+from lrlab.data import Split, StreamingData, check_finite, stratified_split
 from lrlab.engine import train
+from lrlab.errors import UsageError
 from lrlab.plugins import Plugins
 from lrlab.registry import Spec
 from lrlab.results import RunResult, summarize
@@ -63,7 +67,8 @@ class Context:
     plugins: Plugins
     device: torch.device
     stop_requested: bool = False  # set by the driver under -x after an error
-    _data: dict[str, Split] = field(default_factory=dict)
+    _data: dict[tuple[str, int], Split] = field(default_factory=dict)  # (dataset, split seed)
+    _raw: dict[str, Any] = field(default_factory=dict)  # each dataset as it was loaded
     notes: list[str] = field(default_factory=list)  # said once to the user at the end
     # where runs in flight are checkpointed; by default the sweep's .checkpoints folder
     checkpoints: CheckpointStore | None = field(default=FROM_CONFIG)  # type: ignore[assignment]
@@ -102,21 +107,48 @@ class Context:
         return json.dumps(parts, sort_keys=True)
 
     def data(self, run: Run) -> Split:
-        """The run's dataset, split and on the device; loaded once per sweep."""
-        return self.dataset(run.dataset)
+        """The run's dataset, split by its split seed and on the device."""
+        return self.dataset(run.dataset, run.split_seed)
 
-    def dataset(self, spec: Spec) -> Split:
-        """A dataset by its spec, split and on the device; loaded once per sweep."""
+    def dataset(self, spec: Spec, split_seed: int | None = None) -> Split:
+        """A dataset by its spec, split by ``split_seed`` (the sweep's first when not
+        given) and on the device. Each dataset is loaded once per sweep, each split made
+        once."""
+        if split_seed is None:
+            split_seed = self.config.grid["split_seed"][0]
         name = str(spec)
-        if name not in self._data:
-            comp = self.registry.check("dataset", spec)
-            if self.config.download and "download" in comp.params:
-                spec = Spec(spec.name, tuple(sorted({**spec.kwargs, "download": True}.items())))
-            raw = self.registry.build("dataset", spec, self.config.data_root)
-            check_finite(raw, str(spec))  # NaN features: one line now, not a sweep of diverged runs
-            split = stratified_split(raw, self.config.split, self.config.split_seed)
-            self._data[name] = split.to(self.device)
-        return self._data[name]
+        if (name, split_seed) not in self._data:
+            raw = self._raw.get(name)
+            if raw is None:
+                comp = self.registry.check("dataset", spec)
+                if self.config.download and "download" in comp.params:
+                    spec = Spec(spec.name,
+                                tuple(sorted({**spec.kwargs, "download": True}.items())))
+                raw = self.registry.build("dataset", spec, self.config.data_root)
+                check_finite(raw, name)  # NaN features: one line now, not a sweep of diverged runs
+                if isinstance(raw, StreamingData):
+                    self.check_streaming(name)
+                if len(self.config.grid.get("split_seed", ())) > 1:
+                    self._raw[name] = raw  # kept to make its other splits
+            split = stratified_split(raw, self.config.split, split_seed)
+            self._data[name, split_seed] = split.to(self.device)
+        return self._data[name, split_seed]
+
+    def check_streaming(self, name: str) -> None:
+        """Refuse a streamed dataset (too big for memory, or ``stream=true``) under an
+        executor that cannot stream: one with a ``cannot_stream`` reason (one line, exit 2,
+        before anything is written)."""
+        executor = self.registry.build("executor", self.config.executor)
+        reason = getattr(executor, "cannot_stream", None)
+        if reason:
+            raise UsageError(f"dataset '{name}' is streamed from disk (too big for memory, "
+                             f"or stream=true), and executor '{self.config.executor}' "
+                             f"{reason}: use --executor local or auto")
+
+    def split_sizes(self) -> dict[str, dict[str, int]]:
+        """Each loaded dataset's train, val and test sizes (every split seed's alike)."""
+        return {name: dict(zip(("train", "val", "test"), split.sizes(), strict=True))
+                for (name, _), split in self._data.items()}
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -137,8 +169,8 @@ class Context:
         """Package a run's outcome (``trained`` from :func:`lrlab.engine.train`): its row,
         its history and, unless the sweep saves none (``--save none``), the weights its
         test split was scored on (``trained.state_dict``, as ``RunResult.weights``)."""
-        data_classes = len(self._data[str(run.dataset)].classes) \
-            if str(run.dataset) in self._data else 0
+        loaded = self._data.get((str(run.dataset), run.split_seed))
+        data_classes = len(loaded.classes) if loaded is not None else 0
         history = trained.history if trained is not None else []
         summary = summarize(
             run, history,

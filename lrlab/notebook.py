@@ -14,7 +14,7 @@ flags, and the learning-rate sensitivity figure of the report.
 :class:`NotebookProgress` is a plugin on the lifecycle hooks that draws the sweep's
 progress as one HTML output it updates in place (``display(..., display_id=True)``), so it
 needs nothing beyond IPython, which every notebook kernel has; outside a notebook it
-prints a line per finished run. Nothing here imports IPython, matplotlib or seaborn until
+prints a line per finished run. Nothing here imports IPython or matplotlib until
 it is used.
 """
 
@@ -139,7 +139,7 @@ def _best_html(sw: Any) -> str:
     best = analysis.best_config(sw)
     if best is None:
         return f"<div>best configuration: <b>none</b> — {_e(analysis.no_best(sw))}</div>"
-    seeds = f" (mean over {best['seeds']} seeds)" if best["seeds"] > 1 else ""
+    seeds = f" (mean over {best['repeats']})" if best["seeds"] > 1 else ""
     return (f"<div>best by validation: <b>{_e(best['label'])}</b>{_e(seeds)} — val acc "
             f"<b>{_e(best['val_acc'])}</b>, test acc {_e(best['test_acc'])} "
             f'<span class="lrlab-sub">(chosen on validation among the configurations that '
@@ -195,15 +195,11 @@ def _flagged_html(flagged: list[dict[str, Any]]) -> str:
 
 def _figure_html(sw: Any) -> str:
     """The report's LR-sensitivity figure as an inline PNG (or why it is absent), drawn
-    under the report's local seaborn style (the caller's rcParams are restored)."""
-    import matplotlib
-    import seaborn as sns
-
+    under the report's local style (the caller's rcParams are restored)."""
     from lrlab.report.fig_lr import lr_sensitivity
-    from lrlab.report.plotting import ReportFigure
+    from lrlab.report.plotting import ReportFigure, style
 
-    with warnings.catch_warnings(), matplotlib.rc_context(), sns.axes_style("whitegrid"), \
-            sns.plotting_context("notebook", font_scale=0.85):
+    with warnings.catch_warnings(), style():
         for category in (PendingDeprecationWarning, DeprecationWarning, FutureWarning):
             warnings.simplefilter("ignore", category)
         try:

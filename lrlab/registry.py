@@ -278,11 +278,7 @@ def flexible_component(kind: str, name: str, obj: Any, plugin: str) -> Component
     contract: list[str] = []
     open_params = sig is None
     if sig is not None:
-        target = obj.__init__ if isinstance(obj, type) else obj
-        try:
-            hints = typing.get_type_hints(target)
-        except Exception:
-            hints = {}
+        hints = _hints(obj.__init__ if isinstance(obj, type) else obj)
         for p in sig.parameters.values():
             if p.kind is inspect.Parameter.VAR_KEYWORD:
                 open_params = True
@@ -447,12 +443,27 @@ class Component:
         return f"{self.name}({inner})"
 
 
+def _hints(factory: Callable[..., Any]) -> dict[str, Any]:
+    """The factory's annotations, resolved. ``typing.get_type_hints`` gives up on all of
+    them when one does not resolve (a return type imported only for type checkers, as in a
+    plugin that imports torch when it builds); then each is resolved on its own."""
+    try:
+        return typing.get_type_hints(factory)
+    except Exception:
+        pass
+    namespace = getattr(inspect.unwrap(factory), "__globals__", {})
+    hints: dict[str, Any] = {}
+    for name, ann in getattr(factory, "__annotations__", {}).items():
+        try:
+            hints[name] = eval(ann, namespace) if isinstance(ann, str) else ann
+        except Exception:
+            continue  # left as text: values are checked against the default's type
+    return hints
+
+
 def _params_of(factory: Callable[..., Any]) -> dict[str, Param]:
     sig = inspect.signature(factory)
-    try:
-        hints = typing.get_type_hints(factory)
-    except Exception:  # unresolvable annotations: fall back to the defaults' types
-        hints = {}
+    hints = _hints(factory)
     return {
         p.name: Param(p.name, p.default, hints.get(p.name, p.annotation))
         for p in sig.parameters.values()
@@ -501,13 +512,13 @@ def _check_executor(obj: Any) -> bool:
 
 
 def _check_dataset(obj: Any) -> bool:
-    from lrlab.data import Data
+    from lrlab.data import Data, StreamingData
 
-    return isinstance(obj, Data)
+    return isinstance(obj, (Data, StreamingData))
 
 
 RETURNS: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "dataset": ("lrlab.data.Data", _check_dataset),
+    "dataset": ("lrlab.data.Data or lrlab.data.StreamingData", _check_dataset),
     "model": ("torch.nn.Module", _check_model),
     "loss": ("callable (logits, targets) -> loss", callable),
     "optimizer": ("torch.optim.Optimizer", _check_optimizer),
@@ -590,11 +601,12 @@ class Registry:
                              f"the {kind} '{spec.name}' of plugin '{old.plugin}': name it "
                              f"otherwise, e.g. lrlab.Spec('my-{spec.name}', source=...)")
         if kind == "dataset":
-            from lrlab.data import Data, as_data
+            from lrlab.data import Data, StreamingData, as_data
 
-            data = spec.source if isinstance(spec.source, Data) else as_data(spec.source)[1]
+            data = spec.source if isinstance(spec.source, (Data, StreamingData)) \
+                else as_data(spec.source)[1]
             comp = Component(kind, spec.name, _Fixed(data), API_PLUGIN,
-                             f"{len(data.y)} samples of shape {tuple(data.x.shape[1:])}, "
+                             f"{len(data.y)} samples of shape {tuple(data.input_shape)}, "
                              f"given to run_sweep", source=spec.source)
         elif kind == "model":
             comp = flexible_component(kind, spec.name, spec.source, API_PLUGIN)

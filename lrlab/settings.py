@@ -364,20 +364,25 @@ SWEEP = Settings([
             axis=True, key=True, metavar="INTS", id_prefix="ep", id_always=True),
     Setting("batch_size", integer_axis(1, "batch size"), [32], "Batch sizes, e.g. 32,128",
             unit="samples", axis=True, key=True, metavar="INTS", id_prefix="bs"),
+    Setting("split_seed", integer_axis(0, "split seed"), [0],
+            "Seeds of the stratified train/val/test split, e.g. 0,1 (instead of "
+            "--split-seeds); several repeat every configuration on each split",
+            axis=True, key=True, metavar="INTS", id_prefix="sp"),
     Setting("seed", integer_axis(0, "seed"), [0],
             "The seeds themselves, e.g. 0,7 (instead of --seeds)", axis=True, key=True,
             metavar="INTS", id_prefix="s", id_always=True),
     # fixed settings
     Setting("seeds", integer(1), 1, "Seeds per configuration: seeds 0..N-1",
             metavar="N"),
+    Setting("split_seeds", integer(1), 1, "Splits per configuration: split seeds "
+            "0..N-1, so intervals include the split's variance (Monte Carlo "
+            "cross-validation)", metavar="N"),
     Setting("name", folder_name("sweep name"), None, "Sweep name: results go to OUT/NAME/ (default: the "
             "datasets' names)", shown="the datasets' names"),
     Setting("out", text, "reports", "Folder that holds every sweep's results",
             metavar="DIR"),
     Setting("split", fractions, (0.6, 0.2, 0.2), "train,val,test fractions of the "
             "dataset (stratified)", key=True, dump=list, metavar="F,F,F"),
-    Setting("split_seed", integer(0), 0, "Seed of the train/val/test split (the same "
-            "for every run)", key=True, metavar="INT"),
     Setting("device", device, "auto", "auto, cpu or cuda (auto takes CUDA when present)"),
     Setting("executor", component("executor"), "auto",
             "How runs are trained: auto (vectorized where it gives the same answers, "
@@ -393,7 +398,10 @@ SWEEP = Settings([
     Setting("amp", boolean, False, "Mixed precision (bfloat16) on CUDA", key=True,
             train=True, switch=True),
     Setting("threads", integer(0), 0, "CPU threads per run (0: one for small models, "
-            "else torch's default)", train=True, metavar="INT"),
+            "else the cores free of other work, shared among lrlab's trainings)", train=True,
+            metavar="INT"),
+    Setting("workers", integer(0), 0, "DataLoader worker processes reading a streamed "
+            "dataset (0: half the CPU cores, 1 to 8)", train=True, metavar="INT"),
     Setting("checkpoint_s", nonnegative, 30,
             "How often a run in flight is checkpointed, at an epoch boundary (0: every "
             "epoch); a killed sweep resumes from there", unit="seconds", metavar="SECONDS"),

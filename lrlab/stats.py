@@ -190,6 +190,34 @@ def bonferroni(k: int, level: float = LEVEL) -> float:
     return 1 - (1 - level) / max(1, k)
 
 
+def _t_ratio(df: float, level: float) -> float:
+    """Student's two-sided quantile at ``level`` over the one at :data:`LEVEL`."""
+    from scipy.stats import t
+
+    return float(t.ppf(1 - (1 - level) / 2, df) / t.ppf(1 - (1 - LEVEL) / 2, df))
+
+
+def simultaneous_intervals(samples: Sequence[Sequence[float]], k: int,
+                           bounds: tuple[float, float] = (-math.inf, math.inf)
+                           ) -> list[Interval]:
+    """Intervals of the means of ``samples`` that hold together at 95% over ``k``
+    comparisons (Bonferroni): each sample's 95% interval (:func:`mean_intervals`), each
+    side stretched by Student's quantile at ``1 - 0.05 / 2k`` over the one at 0.975 (n − 1
+    degrees of freedom). The calibrated 95% interval is stretched rather than the
+    bootstrap's far tails read: 3 values have only 10 distinct bootstrap means, so every
+    quantile below 3.7% is the sample's minimum, whatever the level asked."""
+    level = bonferroni(k)
+    out = []
+    for iv in mean_intervals(samples):
+        if not iv.known or k <= 1:
+            out.append(iv)
+            continue
+        r = _t_ratio(iv.n - 1, level)
+        out.append(Interval(iv.n, iv.mean, iv.sd, clip(iv.mean - r * (iv.mean - iv.lo), bounds),
+                            clip(iv.mean + r * (iv.hi - iv.mean), bounds)))
+    return out
+
+
 def seaborn_interval(values: Sequence[float],
                      bounds: tuple[float, float] = (-math.inf, math.inf)) -> tuple[float, float]:
     """``errorbar=`` for seaborn: the 95% interval of the mean (NaN with one value),

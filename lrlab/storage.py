@@ -4,7 +4,8 @@ Every file is written to a temporary file unique to this process and thread
 (``.runs.parquet.<pid>.<thread>.tmp``), flushed to the disk (``fsync``) and renamed into
 place (``os.replace``), so a reader or a killed writer never sees half a file, and the
 temporary file is removed when the write fails (a full disk). A failed write raises
-:class:`StorageError`: one line naming the file and the reason.
+:class:`StorageError`: one line naming the file and the reason. A journal
+(:class:`AppendLog`) grows instead by whole, fsynced records, one a line.
 
 A sweep folder is locked while a sweep writes to it (:class:`FolderLock`, ``fcntl.flock``
 on ``<folder>/.lock``): a second ``lrlab sweep`` on the same folder is refused with one
@@ -72,6 +73,129 @@ def _sync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+class AppendLog:
+    """A file that grows by whole records, one a line: the journal that makes storing a
+    run cost the same at the 10,000th run as at the first.
+
+    :meth:`append` writes a record with one ``write`` before it returns, so a killed
+    process loses none; a thread of its own makes them durable (``fdatasync``), every
+    record written while one sync runs by the next one (group commit), so a sync costs
+    no caller its milliseconds and an operating-system crash loses at most the records of
+    the last sync or two; :meth:`sync` and :meth:`close` wait for it. A record is whole or
+    absent: a write cut short (a full disk) is cut back off at once; one cut by a killed
+    process leaves a last line without its newline, which :func:`read_records` ignores
+    and the next writer cuts off."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+        self._done = threading.Condition()
+        self._written = self._synced = 0  # records
+        self._failed: StorageError | None = None
+        self._syncer: threading.Thread | None = None
+
+    def append(self, record: bytes) -> None:
+        """Add one record (bytes without a newline)."""
+        self._raise_failed()
+        line = record + b"\n"
+        try:
+            fd = self._open()
+            size = os.fstat(fd).st_size
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)  # no half record stays behind
+            if isinstance(exc, OSError):
+                raise StorageError(f"cannot write {self.path}: {exc.strerror or exc}") \
+                    from exc
+            raise
+        with self._done:
+            self._written += 1
+            self._done.notify_all()
+
+    def sync(self) -> None:
+        """Wait until every record appended is on the disk."""
+        with self._done:
+            while self._synced < self._written and self._failed is None:
+                self._done.wait()
+        self._raise_failed()
+
+    def _open(self) -> int:
+        if self._fd is None:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            if os.fstat(fd).st_size:  # a record cut by a killed writer: cut it off
+                with open(self.path, "rb") as fh:
+                    os.ftruncate(fd, fh.read().rfind(b"\n") + 1)
+            _sync_folder(self.path.parent)
+            self._fd = fd
+            self._syncer = threading.Thread(target=self._sync_loop, args=(fd,),
+                                            name="lrlab-journal-sync", daemon=True)
+            self._syncer.start()
+        return self._fd
+
+    def _sync_loop(self, fd: int) -> None:
+        while True:
+            with self._done:
+                while self._synced == self._written and self._fd == fd:
+                    self._done.wait()
+                if self._synced == self._written:  # closed, and nothing left to sync
+                    return
+                target = self._written
+            try:
+                os.fdatasync(fd)
+            except OSError as exc:
+                with self._done:
+                    self._failed = StorageError(f"cannot write {self.path}: "
+                                                f"{exc.strerror or exc}")
+                    self._done.notify_all()
+                return
+            with self._done:
+                self._synced = target
+                self._done.notify_all()
+
+    def _raise_failed(self) -> None:
+        if self._failed is not None:
+            raise self._failed
+
+    def clear(self) -> None:
+        """Remove the file (its records are stored elsewhere now)."""
+        self.close()
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot remove {self.path}: {exc.strerror or exc}") from exc
+        _sync_folder(self.path.parent)
+
+    def close(self) -> None:
+        """Wait for the disk, then close the file."""
+        if self._fd is None:
+            return
+        try:
+            self.sync()
+        finally:
+            fd, syncer = self._fd, self._syncer
+            with self._done:
+                self._fd = self._syncer = None
+                self._done.notify_all()
+            if syncer is not None:
+                syncer.join()
+            os.close(fd)
+
+
+def read_records(path: str | Path) -> list[bytes]:
+    """The whole records of an :class:`AppendLog` (none when the file is missing)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    return data.split(b"\n")[:-1]  # the last piece is '' or a record cut short
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

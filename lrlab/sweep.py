@@ -111,8 +111,11 @@ class Prepared:
 
 def prepare(config: SweepConfig, *, extra_plugins: Iterable[str] = (),
             plugins: Iterable[Any] = (), keyword: str | None = None,
-            local_dirs: Iterable[Path] = (), load_data: bool = True) -> Prepared:
-    """Load plugins, check every component, expand the grid and load the data."""
+            local_dirs: Iterable[Path] = (), load_data: bool = True,
+            fresh: bool = False) -> Prepared:
+    """Load plugins, check every component, expand the grid and load the data; build the
+    components of the runs there are to train (none when a finished sweep runs again;
+    all under ``fresh``)."""
     check_folder(config.out_dir)
     host = load_plugins([*config.plugins, *extra_plugins], plugins=plugins,
                         local_dirs=local_dirs)
@@ -149,13 +152,29 @@ def prepare(config: SweepConfig, *, extra_plugins: Iterable[str] = (),
     if load_data:
         for run in runs:
             context.data(run)  # a missing data root fails here, before anything is written
-        dry_build(runs, context)
+        dry_build(runs if fresh else to_train(runs, context, grid_keys), context)
     return Prepared(config, host, runs, context, grid_keys)
 
 
 def check_folder(folder: Path) -> None:
     """That ``folder`` can be created and written, before anything is (one line, exit 2)."""
     check_writable(folder)
+
+
+def to_train(runs: list[Run], context: Context, grid_keys: set[str]) -> list[Run]:
+    """The runs a resumed sweep will train, as :meth:`ResultStore.resume` will decide
+    (read only: nothing is written): a sweep run again over finished results trains, so
+    builds, nothing. All of them when the folder holds another grid (execute says so)."""
+    store = ResultStore(context.config.out_dir)
+    if not store.exists():
+        return runs
+    selected = {context.run_key(r): r for r in runs}
+    codes = {key: context.code_record(run) for key, run in selected.items()}
+    try:
+        todo, _, _ = store.resume(selected, grid_keys or set(selected), codes=codes)
+    except UsageError:
+        return runs
+    return todo
 
 
 def dry_build(runs: list[Run], context: Context) -> None:
@@ -209,8 +228,7 @@ def manifest(config: SweepConfig, host: Plugins, context: Context) -> dict[str, 
         device_name = torch.cuda.get_device_name(device)
     else:
         device_name = platform.processor() or platform.machine()
-    sizes = {name: dict(zip(("train", "val", "test"), split.sizes(), strict=True))
-             for name, split in context._data.items()}
+    sizes = context.split_sizes()
     return {
         "name": config.name,
         "folder": str(config.out_dir),
@@ -469,7 +487,8 @@ def run_sweep(sweep_file: str | Path | None = None, *, plugins: Iterable[Any] = 
         else None
     local = [path.parent] if path is not None else [cwd]
     prepared = prepare(config, extra_plugins=extra_plugins, plugins=plugins,
-                       keyword=keyword, local_dirs=local, load_data=not collect_only)
+                       keyword=keyword, local_dirs=local, load_data=not collect_only,
+                       fresh=fresh)
     if collect_only:
         return SweepResult(config, pd.DataFrame(), pd.DataFrame(), config.out_dir, 0.0,
                            collected=[r.run_id for r in prepared.runs])

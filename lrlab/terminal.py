@@ -145,12 +145,19 @@ def print_best(console: Console, runs: pd.DataFrame, configs: pd.DataFrame,
                best: pd.DataFrame) -> None:
     """``best by val acc ...: ids val acc 0.967 [0.961, 0.972], 5 seeds``, then which
     configurations are tied with it (paired by seed), or why lrlab cannot say."""
-    from lrlab.configs import config_id, mean_text, scope, tied_with_best
+    from lrlab.configs import (
+        config_id,
+        mean_text,
+        repeats_text,
+        scope,
+        tied_with_best,
+        together_text,
+    )
 
     ids = ", ".join(escape(str(r)) for r in best["run_id"])
     row = configs.set_index("config_id").loc[config_id(best["run_id"].iloc[0])]
     n = int(row["n"])
-    seeds = f"{n} seed{'s' if n != 1 else ''}"
+    seeds = repeats_text(best)
     console.print(f"best by val acc (chosen among the configurations that learned): "
                   f"[bold]{ids}[/] val acc {mean_text(row, 'val_acc')}, {seeds}; "
                   f"test acc {mean_text(row, 'test_acc')}")
@@ -163,15 +170,16 @@ def print_best(console: Console, runs: pd.DataFrame, configs: pd.DataFrame,
                       "comparisons", style="dim", markup=False)
         return
     tied = tied_with_best(configs)
+    together = together_text(row.get("vs_best_level"))
     if tied.empty:
         console.print(f"  no other configuration is tied with the best: each that learned is "
-                      f"behind it (paired by seed, 95% intervals over {over})", style="dim",
+                      f"behind it (paired by seed, {together}, over {over})", style="dim",
                       markup=False)
         return
     names = "; ".join(f"{cid} ({_points_text(r)})" for cid, r in
                       zip(tied["config_id"], tied.to_dict("records"), strict=True))
-    console.print(f"  tied with the best at this number of seeds (the 95% interval of the val "
-                  f"acc difference, paired by seed, holds 0): {names}", markup=False)
+    console.print(f"  tied with the best at this number of seeds (the interval of the val acc "
+                  f"difference, paired by seed, holds 0; {together}): {names}", markup=False)
 
 
 def _points_text(row: dict, unit: str = " points") -> str:
@@ -184,13 +192,15 @@ def _points_text(row: dict, unit: str = " points") -> str:
 def print_effects(console: Console, runs: pd.DataFrame) -> None:
     """What each axis does: each value against its baseline, paired on the other axes and
     the seed (:func:`lrlab.configs.axis_effects`), in words."""
-    from lrlab.configs import axis_effects, effect_lines, scope
+    from lrlab.configs import axis_effects, effect_lines, scope, together_text
 
-    lines = effect_lines(axis_effects(runs))
+    effects = axis_effects(runs)
+    lines = effect_lines(effects)
     if not lines:
         return
     console.print(f"what each axis does (each value against its baseline, paired on the "
-                  f"other axes and the seed, runs that learned; 95% intervals over "
+                  f"other axes and the seed, runs that learned; "
+                  f"{together_text(effects['level'].max())} per metric, over "
                   f"{scope(runs)} and the grid):", markup=False)
     for line in lines:
         console.print(f"  {line}", markup=False)
@@ -202,12 +212,12 @@ def print_configs(console: Console, configs: pd.DataFrame) -> None:
     interval, the mean GL, and its val acc against the best's, paired by seed."""
     from lrlab.configs import mean_text
 
-    table = Table(title="per configuration (seeds aggregated: mean [95% interval]; vs best: "
+    table = Table(title="per configuration (its runs aggregated: mean [95% interval]; vs best: "
                         "val acc minus the best's, in points, paired by seed)",
                   title_justify="left", header_style="bold")
-    for col in ("configuration", "verdict", "seeds", "val acc", "gap", "GL %", "vs best"):
+    for col in ("configuration", "verdict", "runs", "val acc", "gap", "GL %", "vs best"):
         table.add_column(col, no_wrap=col in ("configuration", "vs best"),
-                         justify="left" if col in ("configuration", "verdict", "seeds")
+                         justify="left" if col in ("configuration", "verdict", "runs")
                          or col.startswith("vs") else "right")
     for row in configs.to_dict("records"):
         vs = str(row.get("vs_best") or "")

@@ -34,11 +34,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from lrlab.errors import UsageError
+
+if TYPE_CHECKING:  # pragma: no cover - only annotations: the stoppers import this module
+    import pandas as pd
 
 # in order of severity: a run's verdict is the most severe one any diagnosis supports
 VERDICTS = ("ok", "overfit", "underfit", "unstable", "diverged", "error")

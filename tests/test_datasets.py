@@ -169,3 +169,25 @@ def test_cifar10_format_loads(registry, tmp_path, monkeypatch):
     assert torch.allclose(data.x[0], first)  # channels first, as stored
     assert data.test[0].shape == (10, 3, 32, 32)
     assert data.y.tolist() == list(range(10)) * 5
+
+
+def test_the_dataset_module_imports_neither_torch_nor_numpy_until_a_dataset_is_built():
+    import subprocess
+    import sys
+
+    code = ("import sys, lrlab.builtin.datasets; "
+            "print('torch' in sys.modules, 'numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["False", "False"]  # what `lrlab list` registers stays light
+
+
+def test_a_splits_parts_are_contiguous_whatever_the_datas_layout():
+    # images stacked channels-last keep their strides through indexing; a part that is not
+    # contiguous makes every batch's gather copy the whole part
+    x = torch.rand(40, 8, 8, 3).permute(0, 3, 1, 2)
+    data = lrlab.Data(x, torch.arange(40) % 2, ["a", "b"], test=(x[:10], torch.arange(10) % 2))
+    split = stratified_split(data, (0.6, 0.2, 0.2), 0)
+    for part in (split.train, split.val, split.test):
+        assert part[0].is_contiguous()
+    assert torch.equal(split.test[0], x[:10])

@@ -157,8 +157,11 @@ def test_device_auto_is_cpu_here(out):
     assert result.runs.iloc[0]["device"] == "cpu"
 
 
-def test_small_cpu_runs_use_one_thread_and_restore_the_setting():
+def test_small_cpu_runs_use_one_thread_and_restore_the_setting(monkeypatch):
+    import lrlab.threads
     from lrlab.engine import cpu_threads
+
+    monkeypatch.setattr(lrlab.threads, "cores_for_training", lambda: 2)  # an idle machine
 
     before = torch.get_num_threads()
     small = torch.nn.Linear(64, 10)

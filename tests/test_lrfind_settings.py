@@ -132,9 +132,10 @@ def test_lr_find_defaults_are_the_declarations():
     for name in TEST_SETTINGS:
         assert params[name].default == RANGE_TEST[name].default == KNOWN[name], name
     assert params["seeds"].default == SWEEP["seeds"].read(SWEEP["seeds"].default)
-    for name in ONE_VALUE:  # one value of the sweep's axis
+    for name in (*ONE_VALUE, "split_seed"):  # one value of the sweep's axis
         assert [params[name].default] == SWEEP[name].read(SWEEP[name].default), name
-    for name in ("device", "data_root", "download", "split", "split_seed"):
+    assert params["split_seed"].default == default("split_seed")
+    for name in ("device", "data_root", "download", "split"):
         assert params[name].default == SWEEP[name].read(SWEEP[name].default), name
         assert params[name].default == default(name)
 

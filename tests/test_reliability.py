@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from lrlab.errors import UsageError
-from lrlab.storage import FolderLock, StorageError, atomic_write, check_writable
+from lrlab.results import load_results
+from lrlab.storage import AppendLog, FolderLock, StorageError, atomic_write, check_writable
 from lrlab.sweep import run_sweep
 
 # one run that diverges at once (stored within a second), one that trains for minutes
@@ -41,8 +42,9 @@ def wait_for(check, seconds: float = 60.0) -> None:
 
 
 def stored_runs(folder: Path) -> int:
-    path = folder / "reports" / "digits" / "runs.parquet"
-    return len(pd.read_parquet(path)) if path.is_file() else 0
+    """The runs a reader finds (the tables and the journal's records since)."""
+    path = folder / "reports" / "digits"
+    return len(load_results(path)[0]) if (path / "runs.parquet").is_file() else 0
 
 
 def leftovers(folder: Path) -> list[Path]:
@@ -107,6 +109,42 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path):
     assert target.read_text() == "old" and not leftovers(tmp_path)
 
 
+def test_a_failed_journal_append_leaves_no_half_record_and_the_next_one_lands(
+        tmp_path, monkeypatch):
+    import lrlab.storage
+
+    journal = AppendLog(tmp_path / ".journal.jsonl")
+    journal.append(b'{"n": 1}')
+    real = os.write
+
+    def half_then_full(fd, data):
+        real(fd, bytes(data[:3]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(lrlab.storage.os, "write", half_then_full)
+    with pytest.raises(StorageError, match=r"cannot write .*\.journal\.jsonl: No space left"):
+        journal.append(b'{"n": 2}')
+    monkeypatch.setattr(lrlab.storage.os, "write", real)
+    journal.append(b'{"n": 3}')
+    journal.close()  # waits for the disk
+    assert (tmp_path / ".journal.jsonl").read_bytes() == b'{"n": 1}\n{"n": 3}\n'
+
+
+def test_a_journal_sync_that_fails_is_one_line_at_the_next_append(tmp_path, monkeypatch):
+    import lrlab.storage
+
+    def broken(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(lrlab.storage.os, "fdatasync", broken)
+    journal = AppendLog(tmp_path / ".journal.jsonl")
+    journal.append(b'{"n": 1}')
+    with pytest.raises(StorageError, match=r"cannot write .*: Input/output error"):
+        journal.sync()
+    with pytest.raises(StorageError, match="Input/output error"):
+        journal.append(b'{"n": 2}')
+
+
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 400 kB tmpfs (root and mount needed; skipped otherwise)."""
@@ -139,6 +177,7 @@ def test_a_full_disk_mid_sweep_is_one_line_exit_1_and_keeps_what_was_stored(tmp_
     runs = tiny_disk / "digits" / "runs.parquet"
     if runs.is_file():  # whatever was stored reads back whole
         assert len(pd.read_parquet(runs)) >= 0
+        assert len(load_results(runs.parent)[0]) >= 0
 
 
 MODEL = '''

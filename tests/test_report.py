@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
+import sys
 import time
 
 import matplotlib
@@ -563,3 +565,41 @@ def test_the_flagged_table_shows_the_kept_epochs_numbers_and_old_tables_still_re
     assert flagged(view(runs, history, {}, "t"))[0]["gap_acc"] == "+0.123"
     old = runs.drop(columns=["tested_gap_acc", "tested_gl", "tested_train_acc"])
     assert flagged(view(old, history, {}, "t"))[0]["gap_acc"] == "+0.500"
+
+
+# -- speed: what the report and a finished sweep's re-run do not do --------------------------
+
+
+def test_drawing_every_figure_imports_neither_seaborn_nor_torch(tmp_path):
+    # seaborn's import cost more than drawing; torch only when a schedule is replayed
+    folder = write_synthetic(tmp_path / "s", lrs=[1e-3, 0.1, 1.0], stoppers=("none", "gl"),
+                             schedules=("constant", "cosine"), seeds=2, epochs=(8,))
+    code = ("import sys; from lrlab.report import render; from lrlab.results import "
+            "load_results; page = render(*load_results(sys.argv[1])); "
+            "assert page.count('data:image/png') == 7, 'a figure is missing'; "
+            "print(sorted({'seaborn', 'torch'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_finished_sweep_run_again_builds_nothing_and_rewrites_its_report(tmp_path,
+                                                                          monkeypatch):
+    import lrlab.sweep
+
+    built: list[list[str]] = []
+    real = lrlab.sweep.dry_build
+    monkeypatch.setattr(lrlab.sweep, "dry_build", lambda runs, context: (
+        built.append([r.run_id for r in runs]), real(runs, context)))
+    grid = {"out": tmp_path, "name": "again", "lr": [0.01, 0.1], "epochs": 1, "augment": "none"}
+    first = lrlab.run_sweep(**grid)
+    page = first.folder / "index.html"
+    page.unlink()
+    again = lrlab.run_sweep(**grid)
+    assert [sorted(b) for b in built] == [sorted(first.runs["run_id"]), []]
+    assert again.ran == [] and sorted(again.skipped) == sorted(first.runs["run_id"])
+    assert page.is_file()
+    wider = {**grid, "lr": [0.01, 0.1, 1.0]}
+    third = lrlab.run_sweep(**wider)  # one new run: only it is built (and trained)
+    assert built[-1] == third.ran == [r for r in third.runs["run_id"] if "lr1-" in r]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 import lrlab
-from lrlab.results import RUNS_FILE, ResultStore
+from lrlab.results import RUNS_FILE, ResultStore, RunResult
 
 RUNS_COLUMNS = ["run_id", "dataset", "model", "loss", "optimizer", "schedule", "augment",
                 "stopper", "lr", "epochs", "batch_size", "seed", "verdict", "flags",
@@ -64,6 +64,16 @@ def test_history_lr_is_the_lr_used_and_epoch_zero_is_the_untrained_model(out):
     assert h["train_acc"].iloc[0] < 0.3  # untrained: near chance
 
 
+class CountStored:
+    """Records, as each run starts, how many runs a reader of the folder finds."""
+
+    def __init__(self, folder):
+        self.folder, self.seen = folder, []
+
+    def lrlab_run_start(self, run):
+        self.seen.append(len(lrlab.load_results(self.folder)[0]))
+
+
 def test_every_write_is_a_whole_temporary_file_renamed_into_place(out, monkeypatch):
     import lrlab.storage
 
@@ -77,14 +87,134 @@ def test_every_write_is_a_whole_temporary_file_renamed_into_place(out, monkeypat
         real(src, dst)
 
     monkeypatch.setattr(lrlab.storage.os, "replace", replace)
-    lrlab.run_sweep(out=out, name="a", lr=[0.05, 0.1], epochs=1, augment="none",
-                    executor="local", report=False, save="none")
+    counter = CountStored(out / "a")
+    lrlab.run_sweep(out=out, name="a", lr=[0.05, 0.1, 0.2], epochs=1, augment="none",
+                    executor="local", report=False, save="none", plugins=[counter])
+    assert counter.seen == [0, 1, 2]  # each run readable as soon as it was stored
     runs_writes = [n for src, dst, n in renames if dst.name == "runs.parquet"]
-    assert runs_writes == [0, 1, 2]  # at the start, then after each run
+    assert runs_writes[0] == 0 and runs_writes[-1] == 3  # at the start, and at the end
     assert all(src.parent == dst.parent and src.name.startswith(".") for src, dst, _ in renames)
     names = sorted(p.name for p in (out / "a").iterdir())
     assert names == [".lock", "configs.parquet", "history.parquet", "manifest.json",
-                     "runs.parquet"]  # no temp left
+                     "runs.parquet"]  # no temp left, the journal compacted and removed
+
+
+def made_results(n: int, epochs: int = 2) -> list:
+    """``n`` finished runs of an lr grid, with their keys and histories (not trained)."""
+    from lrlab.config import build_config, expand, run_key
+    from lrlab.results import summarize
+
+    cfg = build_config(overrides={"lr": [0.001 * (i + 1) for i in range(n)],
+                                  "epochs": epochs, "augment": "none"})
+    results = []
+    for i, run in enumerate(expand(cfg)):
+        history = [{"epoch": e, "lr": run.lr, "train_loss": 2.0 / (e + 1) + i,
+                    "train_acc": 0.1 * e, "val_loss": 2.1 / (e + 1) + i, "val_acc": 0.1 * e,
+                    "wall_s": 0.01 * e, "max_batch_loss": 2.5, "batch_loss": 2.0}
+                   for e in range(epochs + 1)]
+        results.append(RunResult(run, summarize(run, history, key=run_key(run, cfg)),
+                                 history))
+    return results
+
+
+def journal_lines(folder: Path) -> list[bytes]:
+    path = folder / ".journal.jsonl"
+    return path.read_bytes().splitlines() if path.exists() else []
+
+
+def test_storing_a_run_appends_one_journal_record_and_does_not_rewrite_the_tables(
+        tmp_path, monkeypatch):
+    import lrlab.results
+
+    writes = []
+    real = lrlab.results.atomic_write_table
+    monkeypatch.setattr(lrlab.results, "atomic_write_table",
+                        lambda table, path: (writes.append(Path(path).name),
+                                             real(table, path)))
+    monkeypatch.setattr(ResultStore, "COMPACT_RATIO", float("inf"))  # never due
+    store = ResultStore(tmp_path / "s")
+    store.start({})
+    for result in made_results(40):
+        store.add(result)
+    # O(1) per run: 40 runs stored, the tables written once (at the start), not 40 times
+    assert writes == ["history.parquet", "runs.parquet"]
+    assert len(journal_lines(store.folder)) == 40
+    runs, history, _ = lrlab.load_results(store.folder)  # a reader sees every run
+    assert len(runs) == 40 and len(history) == 40 * 3
+    assert pd.read_parquet(store.folder / RUNS_FILE).empty  # ... from the journal
+    store.finish(pd.DataFrame(), {}, wall_s=1.0, notes=[])
+    assert pd.read_parquet(store.folder / RUNS_FILE)["run_id"].tolist() == runs["run_id"].tolist()
+    assert not journal_lines(store.folder) and not (store.folder / ".journal.jsonl").exists()
+
+
+def test_the_tables_are_rewritten_when_that_is_cheap_next_to_the_time_since(tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setattr(ResultStore, "COMPACT_RATIO", 0.0)  # always due
+    store = ResultStore(tmp_path / "s")
+    store.start({})
+    for i, result in enumerate(made_results(3), 1):
+        store.add(result)
+        assert len(pd.read_parquet(store.folder / RUNS_FILE)) == i
+        assert not journal_lines(store.folder)
+
+
+def test_a_record_cut_short_by_a_kill_is_ignored_and_cut_off_by_the_next_sweep(tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.setattr(ResultStore, "COMPACT_RATIO", float("inf"))
+    results = made_results(4)
+    store = ResultStore(tmp_path / "s")
+    store.start({})
+    for result in results[:3]:
+        store.add(result)
+    store._journal.sync()
+    with open(store.folder / ".journal.jsonl", "ab") as fh:
+        fh.write(b'{"run": {"run_id": "half')  # the write a kill -9 cut
+    runs, history, _ = lrlab.load_results(store.folder)
+    assert len(runs) == 3 and len(history) == 9
+    again = ResultStore(store.folder)  # the resumed sweep
+    selected = {r.summary["key"]: r.run for r in results}
+    todo, skipped, _ = again.resume(selected, set(selected))
+    assert [r.run_id for r in todo] == [results[3].run.run_id] and len(skipped) == 3
+    again.start({})  # compacted: the journal, cut tail and all, is gone
+    assert not (store.folder / ".journal.jsonl").exists()
+    again.add(results[3])
+    assert len(journal_lines(store.folder)) == 1
+    assert len(lrlab.load_results(store.folder)[0]) == 4
+
+
+def test_a_compaction_killed_before_it_removed_the_journal_reads_each_run_once(tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.setattr(ResultStore, "COMPACT_RATIO", float("inf"))
+    store = ResultStore(tmp_path / "s")
+    store.start({})
+    for result in made_results(3):
+        store.add(result)
+    store._journal.sync()
+    journal = (store.folder / ".journal.jsonl").read_bytes()
+    store.finish(pd.DataFrame(), {}, wall_s=1.0, notes=[])  # tables hold the 3 runs
+    (store.folder / ".journal.jsonl").write_bytes(journal)  # ... and the journal still
+    runs, history, _ = lrlab.load_results(store.folder)
+    assert runs["run_id"].is_unique and len(runs) == 3 and len(history) == 9
+
+
+def test_a_retried_run_replaces_its_record_whether_compacted_or_in_the_journal(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(ResultStore, "COMPACT_RATIO", float("inf"))
+    first, second = made_results(2)
+    store = ResultStore(tmp_path / "s")
+    store.start({})
+    store.add(first)
+    store.add(second)
+    store.finish(pd.DataFrame(), {}, wall_s=1.0, notes=[])  # both compacted
+    for attempt in (1, 2):  # retried: once over the compacted record, once over its own
+        retry = RunResult(first.run, {**first.summary, "wall_s": float(attempt)},
+                          [{**h, "train_loss": float(attempt)} for h in first.history])
+        store.add(retry)
+        for runs, history in (store.tables(), lrlab.load_results(store.folder)[:2]):
+            assert runs["run_id"].tolist() == [second.run.run_id, first.run.run_id]
+            assert runs["wall_s"].iloc[-1] == attempt
+            mine = history[history["run_id"] == first.run.run_id]
+            assert len(mine) == 3 and (mine["train_loss"] == attempt).all()
 
 
 def test_store_add_replaces_a_run_rather_than_duplicating(tmp_path, out):
@@ -92,7 +222,6 @@ def test_store_add_replaces_a_run_rather_than_duplicating(tmp_path, out):
                              report=False)
     store = ResultStore(out / "d")
     store.load()
-    from lrlab.results import RunResult
 
     rows = result.history.drop(columns="run_id").to_dict("records")
     store.add(RunResult(None, result.runs.iloc[0].to_dict(), rows))
@@ -134,9 +263,10 @@ def test_a_killed_sweep_keeps_every_finished_run_and_resumes(tmp_path, out):
     assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
     os.kill(proc.pid, signal.SIGKILL)  # while the third run trains
     proc.wait()
-    kept = pd.read_parquet(out / "k" / RUNS_FILE)  # a whole, readable file
+    pd.read_parquet(out / "k" / RUNS_FILE)  # whole, readable files
+    pd.read_parquet(out / "k" / "history.parquet")
+    kept, history, _ = lrlab.load_results(out / "k")  # with the journal's records
     assert list(kept["run_id"]) == ["mlp-lr0.01-ep2-none-s0", "mlp-lr0.02-ep2-none-s0"]
-    history = pd.read_parquet(out / "k" / "history.parquet")
     assert sorted(set(history["run_id"])) == sorted(kept["run_id"])
     assert len(history) == 2 * 3  # epochs 0..2 of each finished run, whole
     resumed = lrlab.run_sweep(out=out, name="k", lr=[0.01, 0.02, 0.03, 0.04, 0.05, 0.06],

@@ -25,6 +25,9 @@ from lrlab.vectorized.stacked import StackedModel
 TINY = dict(dataset="digits", model="mlp(width=32)", augment="none", epochs=3,
             batch_size=64, report=False)
 METRICS = ["train_loss", "train_acc", "val_loss", "val_acc"]
+# auto without its size rule: the tiny groups of these tests spare too few steps for auto
+# to vectorize them, and the tests are about which numbers auto gives when it does
+AUTO_ANY_SIZE = "auto(min_spared_steps=0)"
 
 
 def both(out, **kw):
@@ -153,7 +156,7 @@ def test_dropout_is_vectorized_only_when_asked_and_noted(out):
                            **kw)
     assert any("dropout" in n and "not identical" in n for n in vect.notes)
     assert (vect.runs.error == "").all() and (vect.runs.epochs_run == 2).all()
-    auto = lrlab.run_sweep(out=out / "a", executor="auto", plugins=[BatchNormModels()], **kw)
+    auto = lrlab.run_sweep(out=out / "a", executor=AUTO_ANY_SIZE, plugins=[BatchNormModels()], **kw)
     local = lrlab.run_sweep(out=out / "l", executor="local", plugins=[BatchNormModels()], **kw)
     assert auto.history.drop(columns="wall_s").equals(local.history.drop(columns="wall_s"))
 
@@ -174,10 +177,10 @@ def test_auto_vectorizes_augmented_groups_with_the_local_random_numbers(out, mon
         grouped.append([r.run_id for r in plan.runs])
         return real(plan, context)
 
-    monkeypatch.setattr("lrlab.builtin.vectorized.train_group", spy)
+    monkeypatch.setattr(trainer, "train_group", spy)
     grid = {**TINY, "augment": ["none", "noise", "flip+crop(padding=1)"], "lr": [0.01, 0.1],
             "seeds": 2, "epochs": 2}
-    result = lrlab.run_sweep(out=out / "auto", executor="auto", **grid)
+    result = lrlab.run_sweep(out=out / "auto", executor=AUTO_ANY_SIZE, **grid)
     assert [len(g) for g in grouped] == [4, 4, 4]  # one group per augmentation
     assert any("12 run(s) trained vectorized in 3 group(s), 0 one at a time" in n
                for n in result.notes)
@@ -187,7 +190,7 @@ def test_auto_vectorizes_augmented_groups_with_the_local_random_numbers(out, mon
 
 def test_auto_keeps_dropout_groups_local(out):
     grid = {**TINY, "model": "mlp(dropout=0.2)", "lr": [0.01, 0.1], "epochs": 1}
-    result = lrlab.run_sweep(out=out / "auto", executor="auto", **grid)
+    result = lrlab.run_sweep(out=out / "auto", executor=AUTO_ANY_SIZE, **grid)
     assert any("dropout" in n and "one at a time" in n for n in result.notes)
     local = lrlab.run_sweep(out=out / "local", executor="local", **grid)
     pd.testing.assert_frame_equal(result.history.drop(columns="wall_s"),
@@ -199,7 +202,7 @@ def test_a_failing_group_is_trained_run_by_run(out, monkeypatch):
         raise RuntimeError("boom")
         yield  # a generator, as train_group is
 
-    monkeypatch.setattr("lrlab.builtin.vectorized.train_group", broken)
+    monkeypatch.setattr(trainer, "train_group", broken)
     result = lrlab.run_sweep(out=out, executor="vectorized", **{**TINY, "lr": [0.01, 0.1],
                                                                  "epochs": 1})
     assert (result.runs.error == "").all() and len(result.runs) == 2
@@ -286,7 +289,7 @@ def test_a_number_added_after_a_matmul_is_not_fused_into_the_traced_step():
 
 def test_mse_groups_are_vectorized_by_auto_with_the_local_numbers(out):
     local, _ = both(out, loss="mse", lr=[0.1, 1.0], epochs=2)
-    auto = lrlab.run_sweep(out=out / "auto", executor="auto",
+    auto = lrlab.run_sweep(out=out / "auto", executor=AUTO_ANY_SIZE,
                            **{**TINY, "loss": "mse", "lr": [0.1, 1.0], "epochs": 2})
     assert any("2 run(s) trained vectorized in 1 group(s)" in n for n in auto.notes), auto.notes
     assert_same_histories(local, auto)
@@ -416,3 +419,47 @@ def test_auto_trains_a_lone_run_locally_without_a_note_and_vectorized_says_why(o
     assert auto.notes == [] and (auto.runs.error == "").all()
     vect = lrlab.run_sweep(out=out / "v", executor="vectorized", **lone)
     assert any("a group of one run gains nothing" in n for n in vect.notes)
+
+
+def test_auto_trains_a_group_too_small_to_repay_vectorizing_locally_and_vectorized_never(out):
+    small = {**TINY, "lr": [0.01, 0.1], "epochs": 1}  # 2 runs x 17 steps: 17 spared
+    local = lrlab.run_sweep(out=out / "l", executor="local", **small)
+    auto = lrlab.run_sweep(out=out / "a", executor="auto", **small)
+    assert auto.notes == []  # no group trained vectorized (auto would say how many)
+    # the local executor's own numbers, not vectorized ones within rounding
+    assert auto.history.drop(columns="wall_s").equals(local.history.drop(columns="wall_s"))
+    vect = lrlab.run_sweep(out=out / "v", executor="vectorized", **small)
+    assert_vectorized(vect)
+    assert vect.notes == []
+    forced = lrlab.run_sweep(out=out / "f", executor=AUTO_ANY_SIZE, **small)
+    assert any("2 run(s) trained vectorized in 1 group(s)" in n for n in forced.notes)
+
+
+def test_auto_vectorizes_the_group_that_spares_enough_steps_and_not_the_small_one(out):
+    # max_group=3 splits 5 runs into groups of 3 and 2: 15 epochs x 17 steps each, so the
+    # first spares 2 x 255 = 510 steps (>= 500), the second 255
+    result = lrlab.run_sweep(out=out, executor="auto(max_group=3)",
+                             **{**TINY, "lr": [0.01, 0.02, 0.03, 0.04, 0.05], "epochs": 15})
+    assert "auto: 3 run(s) trained vectorized in 1 group(s), 2 one at a time" in result.notes
+
+
+def test_the_steps_a_group_must_spare_grow_with_a_compute_bound_step():
+    from lrlab.builtin.vectorized import COMPUTE_BOUND, MIN_SPARED_STEPS, pays, spared_steps
+
+    runs = expand(build_config(overrides={"lr": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], "epochs": 40,
+                                               "augment": "none"}))
+    assert spared_steps(runs, 34) == 5 * 40 * 34  # the default sweep's group: 6,800
+    assert spared_steps(runs[:1], 34) == 0
+    assert pays(MIN_SPARED_STEPS, COMPUTE_BOUND, "cpu")
+    assert not pays(MIN_SPARED_STEPS - 1, 0, "cpu")
+    assert not pays(MIN_SPARED_STEPS, 3 * COMPUTE_BOUND, "cpu")
+    assert pays(3 * MIN_SPARED_STEPS, 3 * COMPUTE_BOUND, "cpu")
+    assert pays(MIN_SPARED_STEPS, 3 * COMPUTE_BOUND, "cuda")  # scaled on CPU only
+
+
+def test_a_steps_compute_is_counted_in_multiply_adds_convolutions_included():
+    from lrlab.vectorized.stacked import forward_macs
+
+    assert forward_macs(nn.Linear(64, 10), torch.randn(32, 64)) == 32 * 64 * 10
+    conv = nn.Conv2d(1, 4, 3, padding=1)  # each weight is used at every one of 8x8 places
+    assert forward_macs(conv, torch.randn(32, 1, 8, 8)) == 32 * 64 * 4 * 9

@@ -35,11 +35,16 @@ def digits_val(split: tuple[float, ...], split_seed: int) -> tuple[torch.Tensor,
     return stratified_split(data, split, split_seed).val
 
 
-def val_acc(folder, model: torch.nn.Module) -> float:
-    """The model's accuracy on the sweep's validation split, on the device it trained on."""
+def val_acc(folder, model: torch.nn.Module, run_id: str | None = None) -> float:
+    """The model's accuracy on the validation split it was chosen on (run ``run_id``'s
+    split; without one, the sweep's only split), on the device it trained on."""
     runs, _, manifest = lrlab.load_results(folder)
     config = manifest["config"]
-    x, y = digits_val(tuple(config["split"]), config["split_seed"])
+    if run_id is None:
+        (split_seed,) = config["grid"]["split_seed"]
+    else:
+        split_seed = int(runs.set_index("run_id").loc[run_id, "split_seed"])
+    x, y = digits_val(tuple(config["split"]), split_seed)
     device = torch.device(runs["device"].iloc[0])
     return evaluate(model.to(device), torch.nn.functional.cross_entropy, x.to(device),
                     y.to(device), 4096)[1]
@@ -89,6 +94,16 @@ def test_save_all_keeps_every_run_and_each_vectorized_member_loads_its_own(out,
     for run_id in result.runs["run_id"]:
         model = lrlab.load_model(result.folder, run_id)
         assert val_acc(result.folder, model) == acc_of(result.runs, run_id)
+
+
+@pytest.mark.parametrize("executor", ["local", "vectorized"])
+def test_each_split_seeds_run_is_scored_on_its_own_split(out, executor):
+    result = lrlab.run_sweep(out=out, name=f"splits-{executor}", save="all", split_seeds=2,
+                             **{**TINY, "executor": executor})
+    assert sorted(set(result.runs["split_seed"])) == [0, 1]
+    for run_id in result.runs["run_id"]:
+        model = lrlab.load_model(result.folder, run_id)
+        assert val_acc(result.folder, model, run_id) == acc_of(result.runs, run_id)
 
 
 @pytest.mark.parametrize("executor", ["local", "vectorized"])

@@ -1,18 +1,21 @@
 """Built-in augmentations, batched and on the device, fresh randomness per sample.
 
 Each takes a batch ``(N, C, H, W)`` and draws its random numbers from torch's global
-generator (seeded per run), so a run's augmentations repeat with its seed.
+generator (seeded per run), so a run's augmentations repeat with its seed. torch is
+imported inside each factory, when an augmentation is built: registering them (``lrlab
+list``, ``lrlab plugins``) reads only their signatures.
 """
 
 from __future__ import annotations
 
 import math
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from lrlab.errors import UsageError
 from lrlab.markers import hookimpl
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 
 def _check(ok: bool, message: str) -> None:
@@ -22,6 +25,8 @@ def _check(ok: bool, message: str) -> None:
 
 def _per_sample(x: torch.Tensor, p: float) -> torch.Tensor:
     """A boolean mask ``(N, 1, 1, 1)``: which samples the transform applies to."""
+    import torch
+
     return (torch.rand(x.shape[0], 1, 1, 1, device=x.device) < p)
 
 
@@ -33,6 +38,7 @@ def none(input_shape: tuple[int, ...]):
 def flip(input_shape: tuple[int, ...], *, p: float = 0.5):
     """Mirror each image left-right with probability `p`."""
     _check(0 <= p <= 1, f"flip: p must be in [0, 1], got {p}")
+    import torch
 
     def apply(x: torch.Tensor) -> torch.Tensor:
         return torch.where(_per_sample(x, p), x.flip(-1), x)
@@ -43,6 +49,7 @@ def flip(input_shape: tuple[int, ...], *, p: float = 0.5):
 def crop(input_shape: tuple[int, ...], *, padding: int = 2):
     """Pad by `padding` pixels (zeros), then crop back at a random offset per image."""
     _check(padding >= 0, f"crop: padding must be >= 0, got {padding}")
+    import torch
     from torchvision.transforms import v2  # imported here: torchvision loads slowly
 
     def apply(x: torch.Tensor) -> torch.Tensor:
@@ -62,6 +69,8 @@ def crop(input_shape: tuple[int, ...], *, padding: int = 2):
 def rotate(input_shape: tuple[int, ...], *, degrees: float = 15.0):
     """Rotate each image by a random angle in [-degrees, degrees] (bilinear, zero fill)."""
     _check(degrees >= 0, f"rotate: degrees must be >= 0, got {degrees}")
+    import torch
+    import torch.nn.functional as F
 
     def apply(x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
@@ -82,6 +91,7 @@ def rotate(input_shape: tuple[int, ...], *, degrees: float = 15.0):
 def noise(input_shape: tuple[int, ...], *, std: float = 0.1):
     """Add Gaussian noise of standard deviation `std` to every pixel."""
     _check(std >= 0, f"noise: std must be >= 0, got {std}")
+    import torch
 
     def apply(x: torch.Tensor) -> torch.Tensor:
         return x + std * torch.randn_like(x)
@@ -93,6 +103,7 @@ def erase(input_shape: tuple[int, ...], *, p: float = 0.5, scale: float = 0.2):
     """Random erasing: with probability `p`, zero a random square of `scale` of the image area."""
     _check(0 <= p <= 1, f"erase: p must be in [0, 1], got {p}")
     _check(0 < scale <= 1, f"erase: scale must be in (0, 1], got {scale}")
+    import torch
 
     def apply(x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape

@@ -3,8 +3,13 @@ through torchvision from a data root (downloaded only when asked); and the user'
 without plugin code: ``imagefolder``, ``csv``, ``npz``, ``tensors`` and ``torchvision``
 (any of its classification datasets, by name).
 
-Every dataset here is read whole into memory (it must fit). A relative ``path`` is
-relative to the current folder, as ``--data-root`` and ``--out`` are.
+Each dataset is read whole into memory, except ``imagefolder`` and ``torchvision`` when
+their images would not fit (or with ``stream=true``): those are streamed from disk, a
+sample at a time, through DataLoader workers (:class:`lrlab.data.StreamingData`). A
+relative ``path`` is relative to the current folder, as ``--data-root`` and ``--out`` are.
+
+torch and numpy are imported inside the factories, when a dataset is built: registering
+them (``lrlab list``, ``lrlab plugins``) reads only their signatures.
 """
 
 from __future__ import annotations
@@ -15,19 +20,25 @@ import inspect
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from lrlab.data import Data, tensors_data
 from lrlab.errors import UsageError
 from lrlab.markers import hookimpl
 from lrlab.registry import closest
 
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+
+    from lrlab.data import Data, StreamingData
+
 
 def digits(root: str) -> Data:
     """scikit-learn's 1,797 8x8 handwritten digits, bundled with it: no download."""
+    import torch
+
+    from lrlab.data import Data
+
     pixels, target = _digits_arrays()
     x = torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
     y = torch.tensor(target, dtype=torch.long)
@@ -40,6 +51,8 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     importing scikit-learn, whose import costs 1-3 s; ``load_digits`` when the file is
     not where it used to be."""
     import importlib.util
+
+    import numpy as np
 
     spec = importlib.util.find_spec("sklearn")
     path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" \
@@ -60,6 +73,8 @@ def stratified_subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int = 0):
     over go to the classes with the largest remainders, so every class is within one
     sample of its exact share. Same seed, same subset; the original order is kept.
     """
+    import torch
+
     if n <= 0 or n >= len(y):
         return x, y
     classes, counts = torch.unique(y, return_counts=True)
@@ -78,7 +93,11 @@ def stratified_subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int = 0):
 
 
 def _torchvision(cls_name: str, folder: str, root: str, download: bool, subset: int) -> Data:
+    import numpy as np
+    import torch
     import torchvision
+
+    from lrlab.data import Data
 
     cls = getattr(torchvision.datasets, cls_name)
     where = Path(root) / folder
@@ -204,6 +223,7 @@ def _fit_image(img, size: int, grayscale: bool):
 
 
 def _decode(path: Path, size: int, grayscale: bool, base: Path) -> np.ndarray:
+    import numpy as np
     from PIL import Image
 
     try:
@@ -212,7 +232,7 @@ def _decode(path: Path, size: int, grayscale: bool, base: Path) -> np.ndarray:
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise UsageError(f"dataset imagefolder: cannot read image {path.relative_to(base)}: "
                          f"{' '.join(str(exc).split()) or type(exc).__name__}") from None
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
 CACHE_PREFIX = ".lrlab-cache-"
@@ -232,16 +252,28 @@ def _cache_name(size: int, grayscale: bool, files: list[list[Path]], base: Path)
 
 
 def imagefolder(root: str, *, path: str, size: int = 32, grayscale: bool = False,
-                cache: bool = True) -> Data:
+                cache: bool = True, stream: bool | None = None) -> Data | StreamingData:
     """Your images, one folder per class (torchvision's ImageFolder layout), as size x size.
 
     Each image is converted to RGB (or `grayscale`), its shorter side resized to `size`
     and its centre cropped; the decoded images are cached beside them
     (`.lrlab-cache-*.pt`, rebuilt when a file is added, removed or changed; `cache=false`
-    keeps nothing). The whole dataset is held in memory, so it must fit.
+    keeps nothing) and held in memory. Images that would take more than a third of the
+    memory available as float32 (MemAvailable in /proc/meminfo) are streamed instead,
+    read a batch at a time by DataLoader workers (--workers): from a uint8 cache
+    `.lrlab-cache-*.npy` beside them, memory-mapped (decoded once; with `cache=false`,
+    from the image files, decoded every epoch). `stream=true` streams always,
+    `stream=false` never.
     """
+    import numpy as np
+    import torch
+
+    from lrlab.data import Data, StreamingData, fits_in_memory
+
     if size < 1:
         raise UsageError(f"dataset imagefolder: size must be >= 1, got {size}")
+    if stream not in (None, True, False):
+        raise UsageError(f"dataset imagefolder: stream must be true or false, got {stream!r}")
     base = _local(path, "imagefolder", folder=True)
     classes, files = _image_files(base)
     if len(classes) < 2:
@@ -252,8 +284,19 @@ def imagefolder(root: str, *, path: str, size: int = 32, grayscale: bool = False
     if empty:
         raise UsageError(f"dataset imagefolder: class folder(s) {', '.join(map(repr, empty))} "
                          f"in {path} hold no images (.png, .jpg, ...)")
+    paths = [f for group in files for f in group]
+    y = torch.tensor([i for i, group in enumerate(files) for _ in group], dtype=torch.long)
+    shape = (1 if grayscale else 3, size, size)
+    if stream is None:
+        stream = not fits_in_memory(len(paths) * 4 * shape[0] * size * size)
     name, pattern = _cache_name(size, grayscale, files, base)
     target = base / name
+    if stream:
+        mapped = _mapped_cache(base, target.with_suffix(".npy"), pattern[:-3] + ".npy",
+                               paths, shape) if cache else None
+        images = ImageFiles(paths, y.tolist(), size, grayscale, base) if mapped is None \
+            else MappedImages(mapped, y.tolist())
+        return StreamingData(images, y, list(classes), shape)
     if cache and target.is_file():
         try:
             stored = torch.load(target, weights_only=True)
@@ -261,8 +304,6 @@ def imagefolder(root: str, *, path: str, size: int = 32, grayscale: bool = False
                 return Data(stored["x"].float().div_(255.0), stored["y"], list(classes))
         except Exception:  # a broken cache is rebuilt
             pass
-    paths = [f for group in files for f in group]
-    y = torch.tensor([i for i, group in enumerate(files) for _ in group], dtype=torch.long)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         arrays = list(pool.map(lambda f: _decode(f, size, grayscale, base), paths))
     x = torch.from_numpy(np.stack(arrays))
@@ -271,9 +312,110 @@ def imagefolder(root: str, *, path: str, size: int = 32, grayscale: bool = False
     return Data(x.float().div_(255.0), y, list(classes))
 
 
+def _mapped_cache(base: Path, target: Path, pattern: str, paths: list[Path],
+                  shape: tuple[int, int, int]) -> Path | None:
+    """The uint8 ``(N, C, H, W)`` ``.npy`` cache a streamed imagefolder reads, decoded a
+    chunk at a time into a memory map (never whole in memory), renamed into place when
+    complete; the stale ones of the same settings removed. None where the folder cannot
+    be written (the images are then decoded from their files, every epoch)."""
+    import numpy as np
+
+    if target.is_file():
+        try:
+            found = np.load(target, mmap_mode="r")
+            if found.shape == (len(paths), *shape) and found.dtype == np.uint8:
+                return target
+        except (OSError, ValueError):  # a broken cache is rebuilt
+            pass
+    size, grayscale = shape[1], shape[0] == 1
+    partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    try:
+        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8,
+                                        shape=(len(paths), *shape))
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            for start in range(0, len(paths), 1024):
+                chunk = paths[start:start + 1024]
+                out[start:start + len(chunk)] = np.stack(list(pool.map(
+                    lambda f: _decode(f, size, grayscale, base), chunk)))
+        out.flush()
+        del out
+        os.replace(partial, target)
+    except OSError:
+        return None
+    finally:
+        partial.unlink(missing_ok=True)
+    for old in base.glob(pattern):
+        if old != target:
+            try:
+                old.unlink()
+            except OSError:
+                pass
+    return target
+
+
+class MappedImages:
+    """Decoded images in a uint8 ``.npy`` file, as a map-style torch dataset read through
+    a memory map (opened in each worker process): item ``i`` is ``(x, y)``, ``x`` float
+    ``(C, H, W)`` in [0, 1], as :func:`imagefolder` holds it in memory."""
+
+    def __init__(self, path: Path, labels: list[int]) -> None:
+        self.path, self.labels = path, labels
+        self._array = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        import numpy as np
+        import torch
+
+        return torch.from_numpy(self._mapped()[i].astype(np.float32)).div_(255.0), \
+            self.labels[i]
+
+    def read_batch(self, indices: list[int]) -> torch.Tensor:
+        """The inputs of items ``indices``, gathered from the map in one step."""
+        import numpy as np
+        import torch
+
+        return torch.from_numpy(self._mapped()[indices].astype(np.float32)).div_(255.0)
+
+    def _mapped(self):
+        import numpy as np
+
+        if self._array is None:
+            self._array = np.load(self.path, mmap_mode="r")
+        return self._array
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_array": None}  # a worker maps the file itself
+
+
+class ImageFiles:
+    """The images of an ImageFolder layout as a map-style torch dataset, read one by one:
+    item ``i`` is ``(x, y)``, ``x`` the image decoded as :func:`imagefolder` decodes it,
+    float ``(C, size, size)`` in [0, 1]."""
+
+    def __init__(self, paths: list[Path], labels: list[int], size: int, grayscale: bool,
+                 base: Path) -> None:
+        self.paths, self.labels = paths, labels
+        self.size, self.grayscale, self.base = size, grayscale, base
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        import numpy as np
+        import torch
+
+        pixels = _decode(self.paths[i], self.size, self.grayscale, self.base)
+        return torch.from_numpy(pixels.astype(np.float32)).div_(255.0), self.labels[i]
+
+
 def _write_cache(base: Path, target: Path, pattern: str, payload: dict) -> None:
     """Write the cache atomically and remove the stale ones of the same settings; a folder
     that cannot be written is left as it is (no cache)."""
+    import torch
+
     from lrlab.storage import StorageError, atomic_write
 
     try:
@@ -304,7 +446,11 @@ def csv(root: str, *, path: str, target: str | int,
     feature is standardized with the mean and standard deviation of the training split
     alone (`standardize=false` keeps the values as they are).
     """
+    import numpy as np
     import pandas as pd
+    import torch
+
+    from lrlab.data import tensors_data
 
     file = _local(path, "csv")
     target = str(target)
@@ -369,6 +515,8 @@ def npz(root: str, *, path: str) -> Data:
     are the data's own test split. Labels are indices into `classes`, or else their
     distinct values become the classes.
     """
+    import numpy as np
+
     file, what = _arrays_file(path, "npz")
     try:
         with np.load(file, allow_pickle=False) as arrays:
@@ -384,6 +532,8 @@ def tensors(root: str, *, path: str) -> Data:
 
     Loaded with `weights_only=True` (no code runs); read like `npz`.
     """
+    import torch
+
     file, what = _arrays_file(path, "tensors")
     try:
         obj = torch.load(file, map_location="cpu", weights_only=True)
@@ -399,6 +549,8 @@ def tensors(root: str, *, path: str) -> Data:
 
 
 def _from_table(found: dict, what: str) -> Data:
+    from lrlab.data import tensors_data
+
     missing = [k for k in ("x", "y") if k not in found]
     if missing:
         raise UsageError(f"{what}: has no {' and '.join(map(repr, missing))} (it has: "
@@ -452,13 +604,40 @@ def _nchw(data: torch.Tensor) -> torch.Tensor:
     return data
 
 
+def _labels_of(ds) -> Any:
+    """A torchvision dataset's labels where it keeps them (``targets`` / ``labels``)."""
+    labels = getattr(ds, "targets", None)
+    return labels if labels is not None else getattr(ds, "labels", None)
+
+
+def _pixels(sample, size: int, what: str) -> tuple[np.ndarray, int]:
+    """A torchvision sample ``(image, label)`` as uint8 ``(C, H, W)`` (resized to ``size``
+    when given) and its class index."""
+    import numpy as np
+    import torch
+
+    img, label = sample[0], sample[1]
+    if not hasattr(img, "convert"):
+        raise UsageError(f"{what}: its samples are {type(img).__name__}, not images")
+    if size:
+        img = _fit_image(img, size, img.mode == "L")
+    arr = np.asarray(img.convert("L" if img.mode in ("L", "1", "I", "F") else "RGB"),
+                     dtype=np.uint8)
+    if not isinstance(label, (int, np.integer)) and not (
+            isinstance(label, torch.Tensor) and label.numel() == 1):
+        raise UsageError(f"{what}: its targets are {type(label).__name__}, not class "
+                         f"indices: it is not a classification dataset")
+    return (arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)), int(label)
+
+
 def _read_torchvision(ds, size: int, what: str) -> tuple[torch.Tensor, np.ndarray]:
     """uint8 images ``(N, C, H, W)`` and the labels of a torchvision dataset: its arrays
     (``data``, ``targets`` / ``labels``) where it has them, else sample by sample."""
+    import numpy as np
+    import torch
+
     data = getattr(ds, "data", None)
-    labels = getattr(ds, "targets", None)
-    if labels is None:
-        labels = getattr(ds, "labels", None)
+    labels = _labels_of(ds)
     if size == 0 and isinstance(data, (torch.Tensor, np.ndarray)) and labels is not None \
             and np.asarray(data).ndim in (3, 4):
         x = data if isinstance(data, torch.Tensor) else torch.from_numpy(np.asarray(data))
@@ -466,20 +645,9 @@ def _read_torchvision(ds, size: int, what: str) -> tuple[torch.Tensor, np.ndarra
             return _nchw(x), np.asarray(labels)
     xs, ys = [], []
     for i in range(len(ds)):
-        sample = ds[i]
-        img, label = sample[0], sample[1]
-        if not hasattr(img, "convert"):
-            raise UsageError(f"{what}: its samples are {type(img).__name__}, not images")
-        if size:
-            img = _fit_image(img, size, img.mode == "L")
-        arr = np.asarray(img.convert("L" if img.mode in ("L", "1", "I", "F") else "RGB"),
-                         dtype=np.uint8)
-        xs.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
-        if not isinstance(label, (int, np.integer)) and not (
-                isinstance(label, torch.Tensor) and label.numel() == 1):
-            raise UsageError(f"{what}: its targets are {type(label).__name__}, not class "
-                             f"indices: it is not a classification dataset")
-        ys.append(int(label))
+        arr, label = _pixels(ds[i], size, what)
+        xs.append(arr)
+        ys.append(label)
     if len({a.shape for a in xs}) > 1:
         raise UsageError(f"{what}: its images differ in size; give size=N (e.g. size=64) "
                          f"to resize them")
@@ -488,16 +656,73 @@ def _read_torchvision(ds, size: int, what: str) -> tuple[torch.Tensor, np.ndarra
     return torch.from_numpy(np.stack(xs)), np.asarray(ys)
 
 
+class TorchvisionImages:
+    """A torchvision dataset's samples (those at ``indices``; all when None) as a map-style
+    torch dataset, read one by one as :func:`torchvision` reads them into memory: item
+    ``i`` is ``(x, y)``, ``x`` float ``(C, H, W)`` in [0, 1]."""
+
+    def __init__(self, ds, size: int, what: str, indices: list[int] | None = None) -> None:
+        self.ds, self.size, self.what, self.indices = ds, size, what, indices
+
+    def __len__(self) -> int:
+        return len(self.ds) if self.indices is None else len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        import numpy as np
+        import torch
+
+        j = i if self.indices is None else self.indices[i]
+        arr, label = _pixels(self.ds[j], self.size, self.what)
+        return torch.from_numpy(arr.astype(np.float32)).div_(255.0), label
+
+
+def _stream_labels(ds, what: str) -> np.ndarray:
+    """A torchvision dataset's labels, without decoding its images where it keeps them,
+    else read sample by sample (each image decoded once and dropped)."""
+    import numpy as np
+
+    labels = _labels_of(ds)
+    if labels is not None and len(labels) == len(ds):
+        return np.asarray(labels)
+    return np.asarray([_pixels(ds[i], 0, what)[1] for i in range(len(ds))])
+
+
+def _fits(ds, size: int, what: str) -> bool:
+    """Whether a torchvision dataset's images fit in memory as float32 (judged by its
+    ``data`` array, or else its first image)."""
+    import numpy as np
+
+    from lrlab.data import fits_in_memory
+
+    data = getattr(ds, "data", None)
+    if size == 0 and hasattr(data, "shape") and hasattr(data, "dtype"):
+        return fits_in_memory(int(np.prod(data.shape)) * 4)
+    if not len(ds):
+        return True
+    return fits_in_memory(len(ds) * 4 * _pixels(ds[0], size, what)[0].size)
+
+
 def torchvision(root: str, *, name: str, download: bool = False, subset: int = 0,
-                split: str = "", size: int = 0) -> Data:
+                split: str = "", size: int = 0,
+                stream: bool | None = None) -> Data | StreamingData:
     """Any torchvision classification dataset by class name (KMNIST, EMNIST, SVHN, CIFAR100, ...), from --data-root.
 
     Downloaded only with `download=true` (or --download). A class with a `train` flag
     gives its own test split; one with `split` reads "train" and "test" (or the `split`
     you give, e.g. EMNIST's split=balanced, SVHN's split=extra). `size` resizes images of
     varying size to size x size; `subset` keeps that many training samples, stratified.
+    A dataset whose images would take more than a third of the memory available as
+    float32 is streamed, a sample at a time, by DataLoader workers (--workers);
+    `stream=true` streams always, `stream=false` never.
     """
+    import numpy as np
+    import torch
+
+    from lrlab.data import Data, StreamingData
+
     _check_subset(subset)
+    if stream not in (None, True, False):
+        raise UsageError(f"dataset torchvision: stream must be true or false, got {stream!r}")
     cls = torchvision_class(name)
     what = f"dataset torchvision({cls.__name__})"
     try:
@@ -523,11 +748,14 @@ def torchvision(root: str, *, name: str, download: bool = False, subset: int = 0
             raise UsageError(f"{what}: {cls.__name__} takes no split")
         parts = [{}]
     where = Path(root)
+    opened = [_open(lambda part=part: cls(**base, **part), what, where, download,
+                    holds="them", bad_arguments=True) for part in parts]
+    if stream is None:
+        stream = not all(_fits(ds, size, what) for ds in opened)
     read = []
-    for part in parts:
-        ds = _open(lambda part=part: cls(**base, **part), what, where, download,
-                   holds="them", bad_arguments=True)
-        x, labels = _read_torchvision(ds, size, what)
+    for ds in opened:
+        x, labels = (ds, _stream_labels(ds, what)) if stream \
+            else _read_torchvision(ds, size, what)
         read.append((x, labels, getattr(ds, "classes", None)))
     labels = [np.asarray(lab) for _, lab, _ in read]
     if any(lab.dtype.kind not in "iu" for lab in labels):
@@ -542,12 +770,26 @@ def torchvision(root: str, *, name: str, download: bool = False, subset: int = 0
     x, y = read[0][0], torch.as_tensor(labels[0].astype(np.int64))
     test = (read[1][0], torch.as_tensor(labels[1].astype(np.int64))) if len(read) > 1 \
         else None
+    if stream:  # the samples' positions stand in for the images
+        x = torch.arange(len(y))
+        test = None if test is None else (torch.arange(len(test[1])), test[1])
     if subset:
         n_train = len(y)
         x, y = stratified_subset(x, y, subset)
         if test is not None:
             n_test = max(len(names), round(subset * len(test[1]) / max(1, n_train)))
             test = stratified_subset(test[0], test[1], n_test)
+    if stream:
+        def streamed(ds, picked: torch.Tensor, labels: torch.Tensor) -> StreamingData:
+            images = TorchvisionImages(ds, size, what, picked.tolist() if subset else None)
+            return StreamingData(images, labels, names, tuple(images[0][0].shape))
+
+        data = streamed(opened[0], x, y)
+        data.test = None if test is None else streamed(opened[1], *test)
+        if data.test is not None and data.test.input_shape != data.input_shape:
+            raise UsageError(f"{what}: its images differ in size; give size=N (e.g. "
+                             f"size=64) to resize them")
+        return data
     return Data(_images_nchw(x), y, names,
                 test=None if test is None else (_images_nchw(test[0]), test[1]))
 

@@ -1,23 +1,33 @@
-"""Built-in models: linear, mlp, cnn, resnet18."""
+"""Built-in models: linear, mlp, cnn, resnet18.
+
+torch is imported inside each factory, when a model is built: registering them (``lrlab
+list``, ``lrlab plugins``) reads only their signatures.
+"""
 
 from __future__ import annotations
 
 import math
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from lrlab.errors import UsageError
 from lrlab.markers import hookimpl
 
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
 
 def linear(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Logistic regression: one linear layer on the flattened input."""
+    from torch import nn
+
     return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), num_classes))
 
 
 def mlp(input_shape: tuple[int, ...], num_classes: int, *, width: int = 128,
         depth: int = 2, dropout: float = 0.0) -> nn.Module:
     """Multi-layer perceptron: `depth` hidden ReLU layers of `width` units."""
+    from torch import nn
+
     if width < 1 or depth < 0 or not 0 <= dropout < 1:
         raise UsageError(f"model mlp: needs width >= 1, depth >= 0, 0 <= dropout < 1; got "
                          f"width={width}, depth={depth}, dropout={dropout}")
@@ -35,6 +45,8 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, *, width: int = 128,
 def cnn(input_shape: tuple[int, ...], num_classes: int, *, channels: int = 32,
         dropout: float = 0.0) -> nn.Module:
     """Small conv net: two 3x3 conv blocks (c, 2c channels), global pooling, a linear head."""
+    from torch import nn
+
     if channels < 1 or not 0 <= dropout < 1:
         raise UsageError(f"model cnn: needs channels >= 1 and 0 <= dropout < 1; got "
                          f"channels={channels}, dropout={dropout}")
@@ -49,6 +61,7 @@ def cnn(input_shape: tuple[int, ...], num_classes: int, *, channels: int = 32,
 
 def resnet18(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """torchvision ResNet-18, random init, stem adapted to small images (3x3 conv, no max-pool)."""
+    from torch import nn
     from torchvision.models import resnet18 as tv_resnet18
 
     model = tv_resnet18(weights=None, num_classes=num_classes)

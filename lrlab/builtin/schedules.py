@@ -3,18 +3,21 @@
 Every schedule is a ``LambdaLR`` over a factor ``f(step)`` of the run's learning rate,
 stepped once per batch, so a schedule is exactly reproducible from its step number (the
 vectorized executor relies on that). Each matches the torch scheduler it is named after,
-stepped per batch (tested against it).
+stepped per batch (tested against it). torch is imported when a schedule is built, not
+when the plugin is loaded: registering them (``lrlab list``) reads only their signatures.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
-
-from torch.optim.lr_scheduler import LambdaLR
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
 
 from lrlab.errors import UsageError
 from lrlab.markers import hookimpl
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch.optim.lr_scheduler import LambdaLR
 
 
 def _check(ok: bool, message: str) -> None:
@@ -22,9 +25,16 @@ def _check(ok: bool, message: str) -> None:
         raise UsageError(f"schedule {message}")
 
 
+def _lambda_lr(optimizer, factor: Callable[[int], float]) -> LambdaLR:
+    """torch's ``LambdaLR`` over ``factor`` (torch imported here, when a schedule is built)."""
+    from torch.optim.lr_scheduler import LambdaLR
+
+    return LambdaLR(optimizer, factor)
+
+
 def constant(optimizer, steps_per_epoch: int, epochs: int) -> LambdaLR:
     """The learning rate stays as given."""
-    return LambdaLR(optimizer, lambda step: 1.0)
+    return _lambda_lr(optimizer, lambda step: 1.0)
 
 
 def step(optimizer, steps_per_epoch: int, epochs: int, *, every: int = 10,
@@ -32,14 +42,14 @@ def step(optimizer, steps_per_epoch: int, epochs: int, *, every: int = 10,
     """Multiply the LR by `gamma` every `every` epochs (torch StepLR)."""
     _check(every >= 1, f"step: every must be >= 1 epoch, got {every}")
     size = max(1, every * steps_per_epoch)
-    return LambdaLR(optimizer, lambda s: gamma ** (s // size))
+    return _lambda_lr(optimizer, lambda s: gamma ** (s // size))
 
 
 def exponential(optimizer, steps_per_epoch: int, epochs: int, *,
                 gamma: float = 0.95) -> LambdaLR:
     """Decay the LR smoothly by a factor `gamma` per epoch (torch ExponentialLR, per batch)."""
     _check(gamma > 0, f"exponential: gamma must be > 0, got {gamma}")
-    return LambdaLR(optimizer, lambda s: gamma ** (s / steps_per_epoch))
+    return _lambda_lr(optimizer, lambda s: gamma ** (s / steps_per_epoch))
 
 
 def cosine(optimizer, steps_per_epoch: int, epochs: int, *,
@@ -52,7 +62,7 @@ def cosine(optimizer, steps_per_epoch: int, epochs: int, *,
         s = min(s, total)
         return min_factor + (1 - min_factor) * (1 + math.cos(math.pi * s / total)) / 2
 
-    return LambdaLR(optimizer, factor)
+    return _lambda_lr(optimizer, factor)
 
 
 def onecycle(optimizer, steps_per_epoch: int, epochs: int, *, pct_start: float = 0.3,
@@ -80,7 +90,7 @@ def onecycle(optimizer, steps_per_epoch: int, epochs: int, *, pct_start: float =
             return interp(initial, 1.0, s / end_up) if end_up > 0 else 1.0
         return interp(1.0, final, (s - end_up) / (end_down - end_up))
 
-    return LambdaLR(optimizer, factor)
+    return _lambda_lr(optimizer, factor)
 
 
 @hookimpl

@@ -79,7 +79,7 @@ def resolve_auto_lr(config: Any, context: Any) -> list[float]:
     if result is None:
         data = context.dataset(dataset)  # the sweep's cached split
         result = lr_find(**settings, device=context.device, host=context.plugins, data=data,
-                         split=tuple(config.split), split_seed=config.split_seed)
+                         split=tuple(config.split), split_seed=config.grid["split_seed"][0])
     centre = result.suggestions[AUTO_RULE].lr
     if not math.isfinite(centre):
         raise UsageError(f"--lr auto: the LR finder found no learning rate for "
@@ -109,7 +109,7 @@ def _stored(config: Any, settings: dict[str, Any], context: Any) -> LRFindResult
         return None
     wanted = {**{k: (str(v) if k in ("model", "dataset", "optimizer", "loss") else v)
                  for k, v in settings.items()},
-              "split": list(config.split), "split_seed": config.split_seed,
+              "split": list(config.split), "split_seed": config.grid["split_seed"][0],
               "device": context.device.type}
     ours = {k: stored.settings.get(k) for k in wanted}
     if settings_key(ours) != settings_key(wanted):

@@ -50,7 +50,7 @@ def run_lr_find(*, name: str | None = None, out: str | None = None, cwd: Path | 
     test = {k: v for k, v in test.items() if v is not None}
     result = lr_find(**picked, **test, device=config.device, data_root=config.data_root,
                      download=config.download, split=config.split,
-                     split_seed=config.split_seed, plugins=plugins,
+                     split_seed=config.grid["split_seed"][0], plugins=plugins,
                      extra_plugins=[*config.plugins, *extra_plugins], local_dirs=[cwd])
     if save:
         result.save(Path(config.out) / name)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lrlab.data import fork_rng, take_rows
+from lrlab.data import Feeder, Stream, fork_rng
 from lrlab.lrfind.settings import default, one_value, read_test, smooth_or_beta
 
 RULES = ("steepest", "minimum", "valley")
@@ -45,7 +45,7 @@ def lr_schedule(start_lr: float, end_lr: float, steps: int,
 
 def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-               x: torch.Tensor, y: torch.Tensor, *,
+               x: torch.Tensor | Stream, y: torch.Tensor | None, *,
                start_lr: float = default("start_lr"),
                end_lr: float = default("end_lr"),
                steps: int = default("steps"),
@@ -53,7 +53,7 @@ def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                batch_size: int = default("batch_size"),
                diverge: float = default("diverge"),
                smooth: float = default("smooth"),
-               seed: int = 0, beta: float | None = None) -> pd.DataFrame:
+               seed: int = 0, beta: float | None = None, workers: int = 0) -> pd.DataFrame:
     """Run one range test on ``model`` with ``optimizer``; restore both afterwards.
 
     Each step sets every parameter group's learning rate, trains on one mini-batch of
@@ -63,6 +63,10 @@ def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     smoothed loss so far. Afterwards the weights, buffers (BatchNorm statistics),
     gradients, train/eval mode, optimizer state and learning rates are put back
     bit-for-bit, and the caller's random number generators are untouched.
+
+    ``x`` may be a streamed split's part (:class:`lrlab.data.Stream`, ``y`` None): its
+    batches, the same ones, are read by ``workers`` DataLoader processes (0: the default)
+    and moved to the model's device.
 
     The settings, their defaults and their checks are declared in
     :data:`lrlab.lrfind.settings.RANGE_TEST`; ``smooth`` is the factor of the loss's
@@ -76,7 +80,9 @@ def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     start_lr, end_lr, steps = checked["start_lr"], checked["end_lr"], checked["steps"]
     mode, diverge, factor = checked["mode"], checked["diverge"], checked["smooth"]
     batch_size = one_value("batch_size", batch_size)
-    device = x.device
+    part = x if isinstance(x, Stream) else (x, y)
+    device = next(model.parameters()).device if isinstance(x, Stream) else x.device
+    feeder = Feeder(device, workers)
     lrs = lr_schedule(start_lr, end_lr, steps, mode)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     saved_model = copy.deepcopy(model.state_dict())  # state_dict() holds live tensors
@@ -84,7 +90,7 @@ def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     saved_grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
     was_training = model.training
     rows: list[dict[str, float]] = []
-    n = len(y)
+    n = len(part) if isinstance(part, Stream) else len(y)
     per_pass = math.ceil(n / batch_size)
     try:
         with fork_rng(device):
@@ -92,14 +98,17 @@ def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             batches = torch.Generator(device=device).manual_seed(seed)
             model.train()
             average, best = 0.0, math.inf
-            order = torch.empty(0, dtype=torch.long, device=device)
+            todo = iter(())
             for step, lr in enumerate(lrs.tolist()):
                 if step % per_pass == 0:
                     order = torch.randperm(n, generator=batches, device=device)
-                idx = order[(step % per_pass) * batch_size:(step % per_pass + 1) * batch_size]
+                    if isinstance(part, Stream):  # the workers read by index on the CPU
+                        order = order.cpu()
+                    todo = feeder.batches(part, order.split(batch_size))
+                xb, yb = next(todo)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                loss = loss_fn(model(take_rows(x, idx)).float(), take_rows(y, idx))
+                loss = loss_fn(model(xb).float(), yb)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -111,6 +120,7 @@ def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     break
                 best = min(best, smoothed)
     finally:
+        feeder.close()
         model.load_state_dict(saved_model)
         optimizer.load_state_dict(saved_optimizer)
         for p, grad in zip(params, saved_grads, strict=True):

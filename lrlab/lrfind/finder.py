@@ -2,7 +2,8 @@
 
 Components are built through the registry exactly as the engine builds them, so a
 plugin's model, loss or optimizer works here with no extra code. The data is the
-sweep's stratified split, and the test trains on its train part only.
+sweep's stratified split, and the test trains on its train part only (a streamed
+dataset's too, read by DataLoader workers).
 """
 
 from __future__ import annotations
@@ -227,7 +228,11 @@ def lr_find(model: str | Spec = default("model"),
     data_root = read(SHARED["data_root"], data_root)
     download = read(SHARED["download"], download)
     split = read(SWEEP["split"], split)
-    split_seed = read(SWEEP["split_seed"], split_seed)
+    split_seeds = read(SWEEP["split_seed"], split_seed)  # a sweep's axis; one split here
+    if len(split_seeds) != 1:
+        raise UsageError(f"the range test trains on one split; got {len(split_seeds)} split "
+                         f"seeds")
+    split_seed = split_seeds[0]
     if host is None:
         host = load_plugins(list(extra_plugins), plugins=plugins, local_dirs=local_dirs)
     registry = host.registry
@@ -241,7 +246,7 @@ def lr_find(model: str | Spec = default("model"),
         raw = registry.build("dataset", spec, data_root)
         check_finite(raw, str(specs["dataset"]))
         data = stratified_split(raw, split, split_seed).to(dev)
-    x, y = data.train
+    x, y = data.train if not data.streaming else (data.train, None)
 
     start = time.perf_counter()
     curves, diverged_at = [], {}
@@ -263,5 +268,5 @@ def lr_find(model: str | Spec = default("model"),
     settings.update(batch_size=batch_size, start_lr=start_lr, end_lr=end_lr, steps=steps,
                     mode=mode, diverge=diverge, smooth=smooth, seeds=seed_numbers,
                     split=list(split), split_seed=split_seed,
-                    device=dev.type, train_size=len(y))
+                    device=dev.type, train_size=data.sizes()[0])
     return LRFindResult(curve, suggestions_of(curve, steps), settings, diverged_at, wall)

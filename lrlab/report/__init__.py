@@ -6,15 +6,15 @@
 
 The page is rendered by Jinja2 with autoescaping on, so names, run ids, flags and plugin
 titles show as text; only the ``html`` of a plugin's :class:`Section` is inserted as is.
-Figures are drawn by seaborn on matplotlib's Agg canvas and embedded as base64 PNG, so
-the file opens offline and the report writes nothing but ``index.html``.
+Figures are drawn by matplotlib on its Agg canvas (:mod:`lrlab.report.plotting`) and
+embedded as base64 PNG, so the file opens offline and the report writes nothing but
+``index.html``.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,12 +106,9 @@ def _weights(manifest: dict[str, Any], best: Any) -> list[str]:
 
 
 def figures(sw: Any) -> list[Any]:
-    """Every figure of the report, drawn under a local seaborn style (rcParams restored)."""
-    import matplotlib
-    import seaborn as sns
-
+    """Every figure of the report, drawn under the report's style (rcParams restored)."""
     from lrlab.report import fig_fit, fig_lr
-    from lrlab.report.plotting import ReportFigure
+    from lrlab.report.plotting import ReportFigure, style
 
     builders = [(fig_lr.lr_sensitivity, "lr-sensitivity", "Learning-rate sensitivity"),
                 (fig_lr.learning_curves, "learning-curves", "Learning curves"),
@@ -121,12 +118,7 @@ def figures(sw: Any) -> list[Any]:
                 (fig_fit.axis_effects, "axis-effects", "What each axis does"),
                 (fig_lr.lr_schedule, "lr-schedule", "Learning-rate schedules")]
     out = []
-    with warnings.catch_warnings(), matplotlib.rc_context(), sns.axes_style("whitegrid"), \
-            sns.plotting_context("notebook", font_scale=0.85):
-        # seaborn's own deprecation notices about matplotlib are not the user's business
-        warnings.simplefilter("ignore", PendingDeprecationWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
+    with style():
         for build, key, title in builders:
             try:
                 out.append(build(sw))

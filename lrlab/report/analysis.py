@@ -14,14 +14,14 @@ from typing import Any
 
 import pandas as pd
 
-from lrlab.config import AXES
+from lrlab.config import AXES, CONFIG_AXES, REPEATS, recorded_split_seeds
 from lrlab.results import HISTORY_COLUMNS, best_configuration
 from lrlab.verdicts import DEFAULT_THRESHOLDS, VERDICTS
 
-CONFIG_AXES = tuple(a for a in AXES if a != "seed")
 NUMBERS = ["epochs_run", "best_epoch", "restored_epoch", "train_loss", "train_acc",
            "val_loss", "val_acc", "best_train_loss", "best_train_acc", "best_val_loss",
            "best_val_acc", "test_loss", "test_acc", "gap_loss", "gap_acc", "gl", "wall_s"]
+NUMERIC = ("lr", "epochs", "batch_size", "split_seed", "seed")  # axes sorted as numbers
 FLAGGED = ("overfit", "unstable", "diverged", "underfit", "error")  # the flagged table's order
 
 
@@ -41,9 +41,9 @@ class SweepView:
     history: pd.DataFrame
     manifest: dict[str, Any]
     axes: list[str]  # axis columns present
-    varying: list[str]  # axes with more than one value, seed left out
+    varying: list[str]  # axes with more than one value, seed and split seed left out
     fixed: dict[str, Any]  # axis -> its single value
-    seeds: int
+    seeds: int  # runs per configuration (seeds × split seeds)
     thresholds: dict[str, float] = field(default_factory=dict)
     registry: Any = None  # the plugins' components, to rebuild a run's schedule (optional)
     _configs: pd.DataFrame | None = field(default=None, repr=False)
@@ -74,7 +74,7 @@ class SweepView:
         if axis not in self.runs:
             return []
         vals = self.runs[axis].dropna().unique().tolist()
-        return sorted(vals) if axis in ("lr", "epochs", "batch_size", "seed") else vals
+        return sorted(vals) if axis in NUMERIC else vals
 
 
 def view(runs: pd.DataFrame, history: pd.DataFrame, manifest: dict[str, Any],
@@ -88,15 +88,17 @@ def view(runs: pd.DataFrame, history: pd.DataFrame, manifest: dict[str, Any],
     runs.loc[~runs["verdict"].isin(VERDICTS), "verdict"] = "error"
     axes = [a for a in AXES if a in runs]
     for a in axes:
-        if a not in ("lr", "epochs", "batch_size", "seed"):
+        if a not in NUMERIC:
             runs[a] = runs[a].fillna("").astype(str)
     history = history.copy()
     if history.empty or "run_id" not in history:
         history = pd.DataFrame(columns=HISTORY_COLUMNS)
-    varying = [a for a in axes if a != "seed" and runs[a].nunique(dropna=True) > 1]
-    fixed = {a: runs[a].iloc[0] for a in axes if a not in varying and a != "seed"
+    varying = [a for a in axes if a not in REPEATS and runs[a].nunique(dropna=True) > 1]
+    fixed = {a: runs[a].iloc[0] for a in axes if a not in varying and a not in REPEATS
              and not runs.empty}
-    seeds = int(runs["seed"].nunique()) if "seed" in runs and not runs.empty else 1
+    seeds = 1  # runs per configuration: seeds × split seeds
+    for repeat in REPEATS:
+        seeds *= int(runs[repeat].nunique()) if repeat in runs and not runs.empty else 1
     config = manifest.get("config") or {}
     thresholds = {**DEFAULT_THRESHOLDS, **(config.get("thresholds") or {})}
 
@@ -185,7 +187,7 @@ def best_config(sw: SweepView) -> dict[str, Any] | None:
     Chosen on validation alone; only then is its test metric read, so the test set
     stays an unbiased estimate (the lesson of the train/val/test split).
     """
-    from lrlab.configs import config_id, mean_text, tied_with_best
+    from lrlab.configs import config_id, mean_text, repeats_text, tied_with_best
 
     group = best_configuration(sw.runs)
     if group is None:
@@ -205,7 +207,7 @@ def best_config(sw: SweepView) -> dict[str, Any] | None:
         "val_acc": mean_text(row, "val_acc"), "val_loss": mean_text(row, "val_loss"),
         "test_acc": mean_text(row, "test_acc"),
         "test_loss": fmt(group["test_loss"].mean(), "loss"),
-        "seeds": n, "run_ids": group["run_id"].tolist(),
+        "seeds": n, "repeats": repeats_text(group), "run_ids": group["run_id"].tolist(),
         "verdicts": ", ".join(sorted(set(group["verdict"]))), "lr": float(first["lr"]),
         "verdict": str(group["verdict"].mode().iloc[0]),
         "tied": tied, "separation": separation(sw, n, tied),
@@ -225,12 +227,16 @@ def separation(sw: SweepView, n: int, tied: list[dict[str, Any]]) -> str:
         return ("One seed: there is no interval, and no telling whether the best is really "
                 "better than the runner-up. Run with --seeds 3 for intervals and paired "
                 "comparisons.")
+    from lrlab.configs import together_text
+
+    level = sw.configs["vs_best_level"].max() if "vs_best_level" in sw.configs else None
+    together = together_text(level)
     if tied:
         return (f"Tied with the best at this number of seeds ({n}): the configurations below "
-                "differ from it by an amount whose 95% interval (paired by seed) holds 0, so "
-                "the sweep cannot tell them apart; more seeds may.")
+                f"differ from it by an amount whose interval (paired by seed; {together}) "
+                "holds 0, so the sweep cannot tell them apart; more seeds may.")
     return ("No other configuration that learned is tied with the best: each is behind it "
-            "by a 95% interval (paired by seed) that excludes 0.")
+            f"by an interval (paired by seed; {together}) that excludes 0.")
 
 
 def intervals_note(sw: SweepView) -> str:
@@ -238,7 +244,8 @@ def intervals_note(sw: SweepView) -> str:
     from lrlab.configs import scope
 
     over = scope(sw.runs)
-    split = (sw.manifest.get("config") or {}).get("split_seed")
+    recorded = recorded_split_seeds(sw.manifest.get("config") or {})
+    split = recorded[0] if len(recorded) == 1 else None
     fixed = (f"the split is fixed (split_seed {split}), so they leave out how much a "
              f"different split would move the numbers" if split is not None else
              "the split is fixed, so they leave out how much a different split would move "
@@ -250,8 +257,13 @@ def intervals_note(sw: SweepView) -> str:
            if sw.seeds < 2 else "")
     return ("Intervals are 95% intervals of the mean: a percentile bootstrap (scipy) widened "
             "for small samples to keep its 95% with 2 to 5 seeds. Comparisons are paired "
-            f"by seed: runs with the same seed share initialisation and batch order. They "
-            f"hold the variance of {held}.{one}")
+            f"by seed{' and split' if over == 'seeds and splits' else ''}: runs with the same "
+            f"seed share initialisation and batch order. They hold the variance of "
+            f"{held}.{one}{SPLIT_ADVICE if over != 'seeds and splits' else ''}")
+
+
+SPLIT_ADVICE = (" --split-seeds 3 repeats every configuration on 3 train/val/test splits, "
+                "so the intervals hold the split's variance too.")
 
 
 def effects(sw: SweepView) -> list[str]:
@@ -538,7 +550,7 @@ def next_steps(sw: SweepView, best: dict[str, Any] | None) -> list[str]:
     """A few sentences: what worked, what to avoid, what to run next."""
     runs, out = sw.runs, []
     if best is not None:
-        seeds = f", {best['seeds']} seeds" if best["seeds"] > 1 else ""
+        seeds = f", {best['repeats']}" if best["seeds"] > 1 else ""
         out.append(f"Best by validation: {best['label']} — val acc {best['val_acc']}{seeds}, "
                    f"test acc {best['test_acc']} (every run was scored on the test split; "
                    f"only this one, chosen on validation, is shown).")
@@ -622,14 +634,15 @@ def all_runs(sw: SweepView) -> tuple[list[tuple[str, str, bool]], list[dict[str,
     """Columns (header, tooltip, numeric) and rows of every run, best validation first."""
     runs = sw.runs.sort_values(["tested_val_acc", "tested_val_loss"], ascending=[False, True],
                                na_position="last", kind="stable")
-    axes = [a for a in sw.varying] + (["seed"] if sw.seeds > 1 else [])
+    axes = [a for a in sw.varying] + [a for a in REPEATS if a in sw.runs
+                                      and sw.runs[a].nunique() > 1]
     extra = [("stopped_by", "stopped by", "", "why training ended early")] \
         if (runs["stopped_by"] != "").any() else []
     extra += [("restored_epoch", "restored", "int", "epoch whose weights were tested")] \
         if (runs["restored_epoch"].fillna(0) > 0).any() else []
     cols = [("run id", "the run's id", False), ("verdict", "ok / overfit / underfit / "
                                                "diverged / error", False)]
-    cols += [(a, "grid axis", a in ("lr", "epochs", "batch_size", "seed")) for a in axes]
+    cols += [(a, "grid axis", a in NUMERIC) for a in axes]
     spec = RUN_COLUMNS[:2] + extra + RUN_COLUMNS[2:]
     cols += [(h, tip, kind != "") for _, h, kind, tip in spec]
     rows = []

@@ -6,19 +6,26 @@ import functools
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
+from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.ticker import MaxNLocator
 
 from lrlab.report.analysis import SweepView
 from lrlab.report.plotting import (
+    MARKERS,
     VERDICT_COLORS,
     ReportFigure,
     absent,
+    bars,
     capped,
+    categorical,
     forest,
+    label_inches,
+    legend_outside,
     lr_text,
     new_figure,
+    palette,
     pick,
+    place,
     shown,
     text,
     tilt_if_crowded,
@@ -30,7 +37,11 @@ ROW_PREFERENCE = ("epochs", "augment", "model", "schedule", "stopper", "optimize
                   "dataset", "batch_size")
 MAX_HEAT = 12  # rows and columns of the heatmap
 LEARNED = ("ok", "overfit", "underfit")  # runs whose gap means something
-ACC_INTERVAL = functools.partial(seaborn_interval, bounds=(0.0, 1.0))  # seaborn's errorbar=
+ACC_INTERVAL = functools.partial(seaborn_interval, bounds=(0.0, 1.0))  # values -> (lo, hi)
+# seaborn's "vlag": blue (validation better) through white to red (training better)
+VLAG = LinearSegmentedColormap.from_list("vlag", [
+    "#2369bd", "#678bbe", "#9baecb", "#cfd4e0", "#faf5f4", "#e7c8c6", "#d39794", "#bf6765",
+    "#a9373b"])
 
 
 def _cell_verdict(verdicts: pd.Series) -> str:
@@ -73,14 +84,23 @@ def gap_heatmap(sw: SweepView) -> ReportFigure:
             notes[i][j] = num + _cell_verdict(cell["verdict"]) + _rule(cell)
     limit = max(np.nanmax(np.abs(gap)) if np.isfinite(gap).any() else 0.0,
                 2 * sw.thresholds.get("overfit_gap_acc", 0.05))
-    frame = pd.DataFrame(gap, index=[text(r) if row_axis else "all runs" for r in rows],
-                         columns=[lr_text(v) for v in lrs])
-    fig = new_figure(max(6.0, 1.5 + 1.05 * len(lrs)), max(2.4, 1.3 + 0.62 * len(rows)))
+    row_labels = [text(r) if row_axis else "all runs" for r in rows]
+    fig = new_figure(max(6.0, 1.5 + 1.05 * len(lrs)), max(2.4, 1.3 + 0.62 * len(rows)),
+                     constrained=False)
+    place(fig, left=0.5 + label_inches(row_labels), right=0.8, bottom=0.55, top=0.15)
     ax = fig.subplots()
     ax.set_facecolor("#e4e4e4")  # cells without a gap (diverged, error) stay grey
-    sns.heatmap(frame, ax=ax, cmap="vlag", center=0, vmin=-limit, vmax=limit,
-                linewidths=1, linecolor="white",
-                cbar_kws={"label": "gap = train acc − val acc"})
+    mesh = ax.pcolormesh(np.ma.masked_invalid(gap), cmap=VLAG, vmin=-limit, vmax=limit,
+                         edgecolors="white", linewidth=1)
+    bar = fig.colorbar(mesh, ax=ax, label="gap = train acc − val acc", pad=0.02,
+                       fraction=0.08)
+    bar.outline.set_linewidth(0)
+    ax.set_xticks(np.arange(len(lrs)) + 0.5, labels=[lr_text(v) for v in lrs])
+    ax.set_yticks(np.arange(len(rows)) + 0.5, labels=row_labels)
+    ax.set(xlim=(0, len(lrs)), ylim=(len(rows), 0))  # the first row at the top
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     for i in range(len(rows)):
         for j in range(len(lrs)):
             verdict = notes[i][j].split("\n")[-1].split(" ")[0]
@@ -121,12 +141,14 @@ def augment_effect(sw: SweepView) -> ReportFigure:
     runs["LR"] = runs["lr"].map(lr_text)
     order = [lr_text(v) for v in lrs]
     hue = [text(a) for a in augs]
-    fig = new_figure(11, 3.8)
+    colours = palette(len(hue))
+    fig = new_figure(11, 3.8, constrained=False)
+    place(fig, left=0.75, right=0.45 + label_inches([*hue, "augmentation"]),
+          bottom=0.6 + (0.35 if len(order) > 6 else 0), top=0.35, wspace=0.22)
     left, right = fig.subplots(1, 2)
     learned = runs[runs["verdict"].isin(LEARNED)]
-    sns.barplot(data=learned, x="LR", y="gap_acc", hue="augment", order=order, hue_order=hue,
-                errorbar=functools.partial(seaborn_interval, bounds=(-1.0, 1.0)), ax=left,
-                legend=False)
+    bars(left, learned, "LR", "gap_acc", "augment", order, hue, colours,
+         functools.partial(seaborn_interval, bounds=(-1.0, 1.0)))
     left.axhline(0, color="#333", lw=0.8)
     th = sw.thresholds.get("overfit_gap_acc", 0.05)
     left.axhline(th, color=VERDICT_COLORS["overfit"], ls="--", lw=1.2)
@@ -134,14 +156,12 @@ def augment_effect(sw: SweepView) -> ReportFigure:
               va="bottom", fontsize=8, color=VERDICT_COLORS["overfit"])
     left.set(title="generalization gap (lower is better)", xlabel="learning rate",
              ylabel="train acc − val acc")
-    sns.barplot(data=runs, x="LR", y="tested_val_acc", hue="augment", order=order, hue_order=hue,
-                errorbar=ACC_INTERVAL, ax=right)
+    bars(right, runs, "LR", "tested_val_acc", "augment", order, hue, colours, ACC_INTERVAL)
     right.set(title="validation accuracy (higher is better)", xlabel="learning rate",
               ylabel="val acc", ylim=(0, 1.02))
     for ax in (left, right):
         tilt_if_crowded(ax, len(order))
-    sns.move_legend(right, "upper left", bbox_to_anchor=(1.02, 1), frameon=False,
-                    title="augmentation")
+    legend_outside(right, title="augmentation")
     caption = ("Bars compare the augmentations at each learning rate: left, the train−val "
                "accuracy gap (runs that diverged are left out), right, the validation "
                "accuracy; bars are means over seeds (and the axes not drawn), black ticks "
@@ -164,15 +184,22 @@ def early_stopping(sw: SweepView) -> ReportFigure:
     runs["stopper"] = runs["stopper"].map(text)
     runs["saved"] = (runs["epochs"] - runs["epochs_run"]).clip(lower=0)
     order = [text(s) for s in stoppers]
-    palette = dict(zip(order, sns.color_palette("tab10", len(order)), strict=True))
-    fig = new_figure(12, 3.9)
+    colours = dict(zip(order, palette(len(order)), strict=True))
+    totals = runs.groupby("stopper")["saved"].sum()
+    names = [f"{s}\n({int(totals.get(s, 0))} in all)" for s in order]
+    fig = new_figure(12, 3.9, constrained=False)
+    # the middle panel's names sit between the first two panels
+    place(fig, left=0.7, right=0.2, bottom=0.6 + (0.35 if runs["lr"].nunique() > 4 else 0),
+          top=0.35, wspace=(0.55 + label_inches(names)) / 3.4)
     a, b, c = fig.subplots(1, 3, width_ratios=[1.3, 1, 1])
     rng = np.random.default_rng(0)  # jitter so that identical points stay visible
     jitter = pd.DataFrame({"best": runs["best_epoch"] + rng.uniform(-0.15, 0.15, len(runs)),
                            "ran": runs["epochs_run"] + rng.uniform(-0.15, 0.15, len(runs)),
                            "stopper": runs["stopper"]})
-    sns.scatterplot(data=jitter, x="best", y="ran", hue="stopper", hue_order=order,
-                    palette=palette, style="stopper", style_order=order, s=45, alpha=0.8, ax=a)
+    for k, s in enumerate(order):
+        mine = jitter[jitter["stopper"] == s]
+        a.scatter(mine["best"], mine["ran"], s=45, alpha=0.8, color=colours[s],
+                  marker=MARKERS[k % len(MARKERS)], edgecolors="w", linewidths=0.75, label=s)
     top = float(runs["epochs"].max())
     a.plot([0, top], [0, top], color="#666", ls="--", lw=1)
     a.text(top, top, " stopped at best ", ha="right", va="bottom", fontsize=8, color="#666")
@@ -182,19 +209,16 @@ def early_stopping(sw: SweepView) -> ReportFigure:
           ylabel="epochs trained")
     a.xaxis.set_major_locator(MaxNLocator(integer=True))
     a.yaxis.set_major_locator(MaxNLocator(integer=True))
-    sns.move_legend(a, "lower right", frameon=True, fontsize=8, title="stopper")
-    sns.barplot(data=runs, y="stopper", x="saved", hue="stopper", order=order, hue_order=order,
-                palette=palette, errorbar=functools.partial(seaborn_interval, bounds=(0, np.inf)),
-                ax=b, legend=False)
-    totals = runs.groupby("stopper")["saved"].sum()
-    b.set_yticks(range(len(order)),
-                 labels=[f"{s}\n({int(totals.get(s, 0))} in all)" for s in order])
+    a.legend(loc="lower right", frameon=True, fontsize=8, title="stopper")
+    bars(b, runs, "stopper", "saved", "stopper", order, order, [colours[s] for s in order],
+         functools.partial(seaborn_interval, bounds=(0, np.inf)), horizontal=True)
+    b.set_yticks(range(len(order)), labels=names)
     b.set(title="epochs saved per run", xlabel="epochs not trained", ylabel="")
     b.set_xlim(left=0, right=max(1.0, float(runs["saved"].max()) * 1.15))
     runs["LR"] = runs["lr"].map(lr_text)
-    sns.pointplot(data=runs, x="LR", y="tested_val_acc", hue="stopper", hue_order=order,
-                  order=[lr_text(v) for v in sorted(runs["lr"].unique())], palette=palette,
-                  errorbar=ACC_INTERVAL, dodge=0.3 if len(order) > 1 else False, markers="o", linestyles="-", ax=c, legend=False)
+    points(c, runs, "LR", "tested_val_acc", "stopper",
+           [lr_text(v) for v in sorted(runs["lr"].unique())], order, colours, ACC_INTERVAL,
+           dodge=0.3 if len(order) > 1 else 0.0)
     c.set(title="validation accuracy of the tested weights", xlabel="learning rate",
           ylabel="val acc", ylim=(0, 1.02))
     tilt_if_crowded(c, runs["lr"].nunique(), limit=4)
@@ -205,6 +229,36 @@ def early_stopping(sw: SweepView) -> ReportFigure:
                "the weights that were tested, per learning rate and strategy: whether stopping "
                "cost accuracy. Runs that diverged or failed are left out.")
     return shown(key, title, caption, fig, "early stopping comparison")
+
+
+def points(ax, frame: pd.DataFrame, cat: str, value: str, hue: str, order: list[str],
+           hue_order: list[str], colours: dict[str, str], interval, dodge: float) -> None:
+    """seaborn's ``pointplot``: per ``hue`` value, the mean of ``value`` at each ``cat``
+    value joined by a line, its ``interval`` as a bar of the same colour, the hues side
+    by side (``dodge``, in category widths)."""
+    offsets = np.linspace(0, dodge, len(hue_order)) - dodge / 2
+    at = {c: i for i, c in enumerate(order)}
+    for k, h in enumerate(hue_order):
+        mine = frame[frame[hue] == h]
+        xs, means, spans = [], [], []
+        for c, g in mine.groupby(cat, sort=False)[value]:
+            vals = g.to_numpy(dtype=float)
+            vals = vals[np.isfinite(vals)]
+            if c in at and len(vals):
+                xs.append(at[c] + offsets[k])
+                means.append(float(vals.mean()))
+                spans.append(interval(vals))
+        if not xs:
+            continue
+        ranked = sorted(zip(xs, means, spans, strict=True))
+        xs, means, spans = (list(v) for v in zip(*ranked, strict=True))
+        ax.plot(xs, means, "-o", color=colours[h], label=h)
+        known = [(x, lo, hi) for x, (lo, hi) in zip(xs, spans, strict=True)
+                 if np.isfinite(lo) and np.isfinite(hi)]
+        if known:
+            x, lo, hi = zip(*known, strict=True)
+            ax.vlines(x, lo, hi, color=colours[h], lw=2.25)
+    categorical(ax, order)
 
 
 MAX_EFFECTS = 16  # rows of the axis-effects figure
@@ -233,7 +287,9 @@ def axis_effects(sw: SweepView) -> ReportFigure:
                         by))
     shown_rows = entries[:MAX_EFFECTS]
     labels = [label for label, _ in shown_rows]
-    fig = new_figure(11, 1.3 + 0.42 * len(shown_rows))
+    fig = new_figure(11, 1.3 + 0.42 * len(shown_rows), constrained=False)
+    place(fig, left=0.3 + label_inches(labels), right=0.2, bottom=0.55, top=0.35,
+          wspace=0.08)
     left, right = fig.subplots(1, 2, sharey=True)
 
     def col(stat: str, metric: str) -> list[float]:
@@ -246,13 +302,14 @@ def axis_effects(sw: SweepView) -> ReportFigure:
     forest(right, labels, col("mean", "gap_acc"), col("lo", "gap_acc"), col("hi", "gap_acc"),
            higher_is_better=False, title="train − val gap (lower is better)",
            xlabel="difference, percentage points")
-    from lrlab.configs import scope
+    from lrlab.configs import scope, together_text
 
     caption = ("Each row compares one value of an axis with its baseline (none for augment "
                "and stopper, else the axis's first value that learned), paired on every other "
                f"axis and the seed: n pairs of runs that both learned. Dots are the mean "
-               f"difference, bars its 95% interval over {scope(sw.runs)} and the grid's other "
-               "settings (bootstrap, widened for small samples). Green: clearly better (the "
+               f"difference, bars its interval over {scope(sw.runs)} and the grid's other "
+               f"settings ({together_text(sw.effects['level'].max())} per metric; "
+               "bootstrap, widened for small samples). Green: clearly better (the "
                "interval is clear of 0 on the good side), red: clearly worse, grey: no clear "
                "effect; a hollow dot has a single pair and no interval."
                + capped("comparisons", len(shown_rows), len(entries)))

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from lrlab.report.analysis import SweepView
 from lrlab.report.plotting import (
+    DASHES,
+    MARKERS,
     MAX_COLS,
     MAX_ROWS,
     VERDICT_COLORS,
@@ -18,11 +20,15 @@ from lrlab.report.plotting import (
     absent,
     capped,
     finite,
+    label_inches,
+    legend_outside,
     log_x_at,
     log_y,
     lr_text,
     new_figure,
+    palette,
     pick,
+    place,
     shown,
     text,
 )
@@ -48,19 +54,27 @@ def _learning(sw: SweepView) -> pd.DataFrame:
 
 
 def _shade(ax, runs: pd.DataFrame) -> None:
-    """Shade the LRs where most runs diverged (red) or underfit (blue)."""
+    """Shade the LRs where most runs diverged (red) or underfit (blue); neighbouring LRs
+    of one shade are one span."""
     lrs = sorted(runs["lr"].dropna().unique())
     if len(lrs) < 2:
         return
     logs = [math.log10(v) for v in lrs]
+    counts = runs.groupby("lr")["verdict"].value_counts()
+    spans: list[list] = []  # [verdict, left, right]
     for i, lr in enumerate(lrs):
-        verdicts = runs.loc[runs["lr"] == lr, "verdict"].value_counts()
+        verdicts = counts[lr]  # most common first
         top = verdicts.index[0]
         if top not in ("diverged", "underfit") or verdicts.iloc[0] * 2 <= verdicts.sum():
             continue
         left = (logs[i] + logs[i - 1]) / 2 if i > 0 else logs[i] - (logs[1] - logs[0]) / 2
         right = (logs[i] + logs[i + 1]) / 2 if i + 1 < len(lrs) else \
             logs[i] + (logs[i] - logs[i - 1]) / 2
+        if spans and spans[-1][0] == top and spans[-1][2] == left:
+            spans[-1][2] = right
+        else:
+            spans.append([top, left, right])
+    for top, left, right in spans:
         ax.axvspan(10 ** left, 10 ** right, color=VERDICT_COLORS[top], alpha=0.10, lw=0)
 
 
@@ -79,7 +93,7 @@ def lr_sensitivity(sw: SweepView) -> ReportFigure:
     for name, (loss, acc) in SERIES.items():
         for metric, col in (("loss", loss), ("accuracy", acc)):
             part = pd.DataFrame({"lr": runs["lr"], "value": runs[col], "metric": metric,
-                                 "series": name, "facet": runs[facet] if facet else None,
+                                 "series": name, "facet": runs[facet] if facet else "",
                                  "augment": runs["augment"].map(text)
                                  if "augment" in runs else "none"})
             parts.append(part)
@@ -87,34 +101,48 @@ def lr_sensitivity(sw: SweepView) -> ReportFigure:
     long = long[long["value"].map(lambda v: math.isfinite(v))]
     loss_cap = 3 * max(finite(runs.loc[runs["verdict"] != "diverged", "train_loss"]) or [10.0])
     augs = list(dict.fromkeys(long["augment"]))
-    # every band's interval in one batch: the points seaborn will aggregate
-    groups = long.groupby(["metric", "facet", "augment", "series", "lr"], dropna=False,
-                          sort=False)["value"]
-    samples = {m: [g.to_numpy() for k, g in groups if k[0] == m] for m in ("loss", "accuracy")}
-    bands = {"loss": Bands(samples["loss"], log=True),
-             "accuracy": Bands(samples["accuracy"], bounds=(0.0, 1.0))}
-    fig = new_figure(11, 0.6 + 2.9 * len(facets))
+    colours = dict(zip(augs, palette(len(augs)), strict=True))
+    # every line's points and intervals in one pass: one sample per (facet, line, lr)
+    lines: dict[tuple, list[tuple[float, np.ndarray]]] = {}  # (metric, facet, aug, series)
+    for k, g in long.groupby(["metric", "facet", "augment", "series", "lr"], sort=True)["value"]:
+        lines.setdefault(k[:4], []).append((k[4], g.to_numpy(dtype=float)))
+    bands = {m: Bands([v for k, points in lines.items() if k[0] == m for _, v in points],
+                      **({"log": True} if m == "loss" else {"bounds": (0.0, 1.0)}))
+             for m in ("loss", "accuracy")}
+    labels = [*augs, *SERIES, "augment", "series"]
+    right = 0.45 + label_inches(labels)
+    fig = new_figure(11, 0.6 + 2.9 * len(facets), constrained=False)
+    place(fig, left=0.8, right=right, bottom=0.55, top=0.35, wspace=0.22, hspace=0.4)
     axes = fig.subplots(len(facets), 2, squeeze=False, sharex=True)
+    lrs = runs["lr"].dropna().unique()
     for i, fv in enumerate(facets):
-        sub = long if fv is None else long[long["facet"] == fv]
         in_facet = runs if fv is None else runs[runs[facet] == fv]
         cap = 3 * max(finite(in_facet.loc[in_facet["verdict"] != "diverged", "train_loss"])
                       or [loss_cap / 3])
         for j, metric in enumerate(("loss", "accuracy")):
             ax = axes[i][j]
-            data = sub[sub["metric"] == metric]
-            if not data.empty:
-                # a loss on a log axis: the geometric mean and the interval of its log
-                spread = {"estimator": geometric_mean, "errorbar": bands["loss"]} \
-                    if metric == "loss" else {"errorbar": bands["accuracy"]}
-                sns.lineplot(data=data, x="lr", y="value", hue="augment", hue_order=augs,
-                             style="series", style_order=list(SERIES), markers=True,
-                             ax=ax, legend=(i == 0 and j == 1), **spread)
-            log_x_at(ax, runs["lr"].dropna().unique())
+            # a loss on a log axis: the geometric mean and the interval of its log
+            estimate = geometric_mean if metric == "loss" else np.mean
+            values = []
+            for aug, name in ((a, n) for a in augs for n in SERIES):
+                points = lines.get((metric, fv if facet else "", aug, name))
+                if not points:
+                    continue
+                xs = [x for x, _ in points]
+                ys = [float(estimate(v)) for _, v in points]
+                spread = [bands[metric](v) for _, v in points]
+                values += [float(x) for _, v in points for x in v]
+                style = list(SERIES).index(name)
+                ax.plot(xs, ys, color=colours[aug], marker=MARKERS[style],
+                        dashes=DASHES[style], mec="w", mew=0.75)
+                lo, hi = (np.array(b, dtype=float) for b in zip(*spread, strict=True))
+                if np.isfinite(lo).any():
+                    ax.fill_between(xs, lo, hi, color=colours[aug], alpha=0.2, lw=0)
+            log_x_at(ax, lrs)
             _shade(ax, in_facet)
             if metric == "loss":
                 log_y(ax)
-                top = max(finite(data["value"]) or [1.0])
+                top = max(finite(values) or [1.0])
                 if top > cap:
                     ax.set_ylim(top=cap)
                 ax.set_ylabel("loss (log scale)")
@@ -124,9 +152,13 @@ def lr_sensitivity(sw: SweepView) -> ReportFigure:
             ax.set_xlabel("learning rate (log scale)")
             where = f" · {facet} {text(fv)}" if facet else ""
             ax.set_title(f"{metric}{where}")
-    legend_ax = axes[0][1]
-    if legend_ax.get_legend() is not None:
-        sns.move_legend(legend_ax, "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+    # seaborn's legend: a heading and an entry per colour, then per line style
+    handles = [Line2D([], [], ls="", label="augment")]
+    handles += [Line2D([], [], color=colours[a], label=a) for a in augs]
+    handles += [Line2D([], [], ls="", label="series")]
+    handles += [Line2D([], [], color="#444", marker=MARKERS[k], dashes=DASHES[k], mec="w",
+                       label=name) for k, name in enumerate(SERIES)]
+    legend_outside(axes[0][1], handles)
     others = [a for a in sw.varying if a not in ("lr", "augment", facet)]
     over = "seeds" + (f" and {', '.join(others)}" if others else "")
     caption = ("Each line follows one measurement across learning rates (log axis): solid = "
@@ -149,8 +181,9 @@ def learning_curves(sw: SweepView) -> ReportFigure:
         return absent(key, title, "no run has a training history to draw.")
     best = best_configuration(sw.runs)  # the sweep's best, as the summary names it
     best_lr = float(best["lr"].iloc[0]) if best is not None else None
-    if "seed" in runs and runs["seed"].nunique() > 1:
-        runs = runs[runs["seed"] == runs.groupby("config")["seed"].transform("min")]
+    for repeat in ("split_seed", "seed"):  # one run per configuration: its first split, seed
+        if repeat in runs and runs[repeat].nunique() > 1:
+            runs = runs[runs[repeat] == runs.groupby("config")[repeat].transform("min")]
     all_lrs = sw.values("lr")
     lrs = pick(all_lrs, MAX_COLS, keep=best_lr)
     all_augs = sw.values("augment") if "augment" in runs else [None]
@@ -248,7 +281,7 @@ def learning_curves(sw: SweepView) -> ReportFigure:
                + ("; dotted verticals mark where early stopping ended the run" if stopped else "")
                + "." + (" Lines in one panel differ in " + ", ".join(extra)
                         + " (marker; the panel's legend names each)." if extra else "")
-               + (" One seed per configuration is drawn." if sw.seeds > 1 else "")
+               + (" One run per configuration (its first seed and split) is drawn." if sw.seeds > 1 else "")
                + (f" {hidden} run(s) are not drawn: a panel shows at most {PANEL_RUNS} runs and "
                   f"says how many it left out; the all-runs table has every one." if hidden
                   else "")
@@ -270,14 +303,14 @@ def replayed_lrs(sw: SweepView, row: dict) -> tuple[list[float], list[float]] | 
     """``(x, lr)`` of a run at every batch it trained (x in epochs: the last batch of
     epoch ``e`` at ``e``), replayed from its schedule through the plugins' registry; None
     when the registry, the split size or the schedule is not at hand."""
-    from types import SimpleNamespace
-
-    from lrlab.engine import lr_table
-    from lrlab.registry import parse_spec
-
     sizes = (sw.manifest.get("split_sizes") or {}).get(str(row.get("dataset")))
     if sw.registry is None or not sizes or not sizes.get("train"):
         return None
+    from types import SimpleNamespace
+
+    from lrlab.engine import lr_table  # torch: imported only when a schedule is replayed
+    from lrlab.registry import parse_spec
+
     try:
         spe = math.ceil(int(sizes["train"]) / int(row["batch_size"]))
         run = SimpleNamespace(optimizer=parse_spec(row["optimizer"], "optimizer"),
@@ -306,7 +339,7 @@ def lr_schedule(sw: SweepView) -> ReportFigure:
     if runs.empty or sw.history.empty:
         return absent(key, title, "no run has a training history to draw.")
     hist = {rid: h for rid, h in sw.history.groupby("run_id", sort=False)}
-    palette = dict(zip(scheds, sns.color_palette("tab10", len(scheds)), strict=True))
+    colours = dict(zip(scheds, palette(len(scheds)), strict=True))
     per_batch = True
 
     def curve(row) -> tuple[list[float], list[float]] | None:
@@ -318,7 +351,8 @@ def lr_schedule(sw: SweepView) -> ReportFigure:
         h = hist.get(row["run_id"])
         return None if h is None else (h["epoch"].tolist(), h["lr"].tolist())
 
-    fig = new_figure(11, 3.6)
+    fig = new_figure(11, 3.6, constrained=False)
+    place(fig, left=0.8, right=0.2, bottom=0.55, top=0.35, wspace=0.22)
     left, right = fig.subplots(1, 2)
     for s in scheds:
         mine = runs[runs["schedule"] == s]
@@ -327,12 +361,12 @@ def lr_schedule(sw: SweepView) -> ReportFigure:
         longest = mine.iloc[0]
         drawn = curve(longest.to_dict())
         if drawn is not None:
-            left.plot(drawn[0], [v / longest["lr"] for v in drawn[1]], "-", color=palette[s],
+            left.plot(drawn[0], [v / longest["lr"] for v in drawn[1]], "-", color=colours[s],
                       label=text(s))
         for lr in pick(sorted(mine["lr"].unique()), MAX_COLS):
             drawn = curve(mine[mine["lr"] == lr].iloc[0].to_dict())
             if drawn is not None:
-                right.plot(*drawn, "-", color=palette[s], lw=1.4)
+                right.plot(*drawn, "-", color=colours[s], lw=1.4)
     left.set(title="shape: LR as a multiple of the run's LR", xlabel="epoch",
              ylabel="multiple of the given LR")
     left.legend(title="schedule", frameon=False)

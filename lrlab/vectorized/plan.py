@@ -21,7 +21,7 @@ from lrlab.data import fork_rng
 from lrlab.engine import dummy_optimizer, lr_table
 from lrlab.registry import Registry
 from lrlab.vectorized.optim import OptimKind, describe
-from lrlab.vectorized.stacked import check_vmap, inspect_model
+from lrlab.vectorized.stacked import check_vmap, forward_macs, inspect_model
 
 BUILTIN_OPTIMIZERS = "builtin.optimizers"
 
@@ -37,6 +37,7 @@ class Plan:
     steps_per_epoch: int
     stochastic: bool  # the model draws randomness in training (dropout)
     augmented: bool  # the runs augment their batches
+    step_size: int = 0  # multiply-adds of a member's forward pass on one batch
 
 
 def optimizer_kind(registry: Registry, run: Run) -> tuple[OptimKind, dict[str, float]] | str:
@@ -55,7 +56,7 @@ def group_key(registry: Registry, run: Run) -> tuple[Any, ...] | str:
         return f"its optimizer failed to build ({type(exc).__name__}: {exc})"
     if isinstance(described, str):
         return described
-    return (str(run.dataset), str(run.model), str(run.loss), run.batch_size,
+    return (str(run.dataset), run.split_seed, str(run.model), str(run.loss), run.batch_size,
             augment_str(run.augment), described[0])
 
 
@@ -94,5 +95,6 @@ def plan_group(runs: list[Run], registry: Registry, data, batch_size: int,
     if failure is not None:
         return failure
     augmented = any(spec.name != "none" for spec in run.augment)
+    step_size = forward_macs(probe, x)
     return Plan(list(runs), kinds.pop(), [d[1] for d in described], tables, steps_per_epoch,
-                stochastic, augmented)
+                stochastic, augmented, step_size)

@@ -205,6 +205,20 @@ def inspect_model(model: nn.Module, x: torch.Tensor) -> tuple[bool, bool]:
     return updates, not _same(first, second)
 
 
+def forward_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """Multiply-adds of one forward pass of ``model`` on the batch ``x``, as torch's flop
+    counter counts them (matmuls and convolutions); parameters x batch size (what they
+    are for an MLP) where counting fails."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        with torch.no_grad(), fork_rng(x.device), FlopCounterMode(display=False) as counter:
+            model(x)
+        return counter.get_total_flops() // 2
+    except Exception:  # a model the counter cannot follow
+        return len(x) * sum(p.numel() for p in model.parameters())
+
+
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Equal, NaN in the same places counting as equal (data with NaN features is not
     randomness)."""

@@ -120,6 +120,24 @@ def test_same_runs_and_histories_as_the_local_executor(ray_cluster, tmp_path):
     pd.testing.assert_frame_equal(history(on_ray), history(local), check_exact=True)
 
 
+def test_weights_and_each_runs_split_come_back_from_the_cluster(ray_cluster, tmp_path):
+    import lrlab
+
+    grid = {"lr": [0.1], "epochs": 2, "augment": "none", "seeds": 2, "split_seeds": 2,
+            "save": "all"}
+    local = run_tiny_sweep(out=tmp_path, name="local-w", executor="local", **grid)
+    on_ray = run_tiny_sweep(out=tmp_path, name="ray-w", executor="ray", **grid)
+    assert sorted(set(on_ray.runs["split_seed"])) == [0, 1]
+    same = [c for c in local.runs.columns if c != "wall_s"]
+    pd.testing.assert_frame_equal(on_ray.runs[same], local.runs[same])
+    assert set(on_ray.weights) == set(on_ray.runs["run_id"])  # every run's weights came back
+    for run_id in on_ray.runs["run_id"]:
+        theirs = lrlab.load_model(on_ray.folder, run_id).state_dict()
+        ours = lrlab.load_model(local.folder, run_id).state_dict()
+        assert theirs.keys() == ours.keys()
+        assert all(torch.equal(theirs[k], ours[k]) for k in ours), run_id
+
+
 class DiskWatcher:
     """Records, at each lrlab_run_end (in the driver), which runs are already on disk."""
 
@@ -130,8 +148,12 @@ class DiskWatcher:
         self.seen = []
 
     def lrlab_run_end(self, run, result):
-        path = self.folder / "runs.parquet"  # written (empty) when the sweep starts
-        stored = pd.read_parquet(path) if path.exists() else pd.DataFrame()
+        import lrlab
+
+        try:  # the tables and the journal of runs stored since (what a resume reads)
+            stored, _, _ = lrlab.load_results(self.folder)
+        except lrlab.UsageError:  # nothing stored yet
+            stored = pd.DataFrame()
         stored = list(stored["model"]) if "model" in stored else []
         self.seen.append((str(run.model), stored, time.monotonic()))
 
