@@ -344,13 +344,19 @@ def _mapped_cache(base: Path, target: Path, pattern: str, paths: list[Path],
         return None
     finally:
         partial.unlink(missing_ok=True)
+    _remove_stale(base, pattern, target)
+    return target
+
+
+def _remove_stale(base: Path, pattern: str, keep: Path) -> None:
+    """Remove the caches matching ``pattern`` in ``base`` other than ``keep`` (older
+    versions of the same images); one that cannot be removed is left."""
     for old in base.glob(pattern):
-        if old != target:
+        if old != keep:
             try:
                 old.unlink()
             except OSError:
                 pass
-    return target
 
 
 class MappedImages:
@@ -422,12 +428,7 @@ def _write_cache(base: Path, target: Path, pattern: str, payload: dict) -> None:
         atomic_write(target, lambda fh: torch.save(payload, fh))
     except (StorageError, OSError):
         return
-    for old in base.glob(pattern):
-        if old != target:
-            try:
-                old.unlink()
-            except OSError:
-                pass
+    _remove_stale(base, pattern, target)
 
 
 def _columns(value: str | list[str] | None) -> list[str] | None:
