@@ -4,8 +4,10 @@ Training is noisy (digits' validation split has 359 samples, about ±0.01 accura
 number aggregated over seeds comes with a 95% interval, and two configurations are
 compared by the interval of their difference, paired by seed where the runs share one.
 
-**The interval.** A percentile bootstrap of the mean (:func:`scipy.stats.bootstrap`, 9999
-resamples, a fixed seed so every table is the same on every run) that is then widened
+**The interval.** A percentile bootstrap of the mean (9999 resamples, a fixed seed so every
+table is the same on every run; the resamples and quantiles of
+:func:`scipy.stats.bootstrap`'s ``method="percentile"``, drawn here with numpy, which the
+tests check against scipy to the last digit) that is then widened
 about the mean by the small-sample factor
 
     c(n) = t(1 - a/2; n - 1) / z(1 - a/2) * sqrt(n / (n - 1))
@@ -23,15 +25,18 @@ there are seeds. With one value there is no interval (NaN): ``--seeds 3`` gives 
 Two independent samples (:func:`difference_intervals`, "Welch-style") are resampled each
 on its own and widened the same way with Welch-Satterthwaite's degrees of freedom.
 
-scipy is imported inside the functions: ``import lrlab.stats`` stays cheap.
+Student's quantiles are computed here too (:func:`t_quantile`: the incomplete beta function
+and Newton's method, to 1e-12 of scipy's): importing scipy.stats costs half a second, more
+than a default sweep's report spends on its numbers.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -65,12 +70,75 @@ class Interval:
 NONE = Interval(0, math.nan, math.nan, math.nan, math.nan)
 
 
+def _betacf(a: float, b: float, x: float) -> float:
+    """The continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1 + num * d
+            d = 1 / (d if abs(d) > tiny else tiny)
+            c = 1 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1) < 1e-16:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float, y: float) -> float:
+    """The regularized incomplete beta function I_x(a, b); ``y`` is 1 - x, given apart so
+    that neither loses digits near 1."""
+    if x <= 0 or y <= 0:
+        return 0.0 if x <= 0 else 1.0
+    front = math.exp(a * math.log(x) + b * math.log(y)
+                     + math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b))
+    if x < (a + 1) / (a + b + 2):
+        return front * _betacf(a, b, x) / a
+    return 1 - front * _betacf(b, a, y) / b
+
+
+def _t_upper(t: float, df: float) -> float:
+    """P(T > t) for Student's T with ``df`` degrees of freedom, ``t >= 0``."""
+    tt = t * t
+    if tt < df:  # near the centre: 1/2 - P(0 < T < t), without cancelling
+        return 0.5 - 0.5 * _betainc(0.5, df / 2, tt / (df + tt), df / (df + tt))
+    return 0.5 * _betainc(df / 2, 0.5, df / (df + tt), tt / (df + tt))
+
+
+@lru_cache(maxsize=4096)
+def t_quantile(q: float, df: float) -> float:
+    """Student's quantile function: ``scipy.stats.t.ppf(q, df)`` for ``q`` in (0, 1) and any
+    ``df > 0`` (Welch's are not whole). Newton's method on log P(T > t) against log t, which
+    is nearly linear in both the normal and the heavy tails, from the normal quantile."""
+    if not 0 < q < 1 or not df > 0:
+        return math.nan
+    if q < 0.5:
+        return -t_quantile(1 - q, df)
+    if q == 0.5:
+        return 0.0
+    p = 1 - q
+    log_p = math.log(p)
+    norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    s = math.log(NormalDist().inv_cdf(q))  # s = log t
+    for _ in range(100):
+        t = math.exp(s)
+        upper = _t_upper(t, df)
+        density = math.exp(norm - (df + 1) / 2 * math.log1p(t * t / df))
+        step = (math.log(upper) - log_p) / (t * density / upper)
+        s += max(-2.0, min(2.0, step))  # d/ds log P(T > e^s) = -t f(t) / P(T > t)
+        if abs(step) < 1e-14:
+            break
+    return math.exp(s)
+
+
 def _t_over_z(df: float, level: float) -> float:
     """Student's two-sided quantile over the normal one, at ``df`` degrees of freedom."""
-    from scipy.stats import norm, t
-
     q = 1 - (1 - level) / 2
-    return float(t.ppf(q, df) / norm.ppf(q))
+    return t_quantile(q, df) / NormalDist().inv_cdf(q)
 
 
 def expansion(n: int, level: float = LEVEL) -> float:
@@ -91,16 +159,16 @@ def _finite(values: Sequence[float]) -> np.ndarray:
 
 def _percentile(data: tuple[np.ndarray, ...], statistic, level: float
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """scipy's percentile bootstrap along the last axis of a batch of samples."""
-    from scipy.stats import bootstrap
-
-    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-        warnings.simplefilter("ignore")  # a sample of equal values: a zero-width interval
-        res = bootstrap(data, statistic, n_resamples=RESAMPLES, vectorized=True, axis=-1,
-                        confidence_level=level, method="percentile",
-                        rng=np.random.default_rng(SEED))
-    lo, hi = (np.atleast_1d(np.asarray(v, dtype=float)) for v in res.confidence_interval)
-    return lo, hi
+    """The percentile bootstrap along the last axis of a batch of samples: what
+    ``scipy.stats.bootstrap(data, statistic, n_resamples=RESAMPLES, vectorized=True,
+    axis=-1, method="percentile", rng=np.random.default_rng(SEED))`` computes (the same
+    draws, in the same order, and the same linear quantiles)."""
+    rng = np.random.default_rng(SEED)
+    resampled = [s[..., rng.integers(0, s.shape[-1], (RESAMPLES, s.shape[-1]))]
+                 for s in data]
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(statistic(*resampled, axis=-1), [alpha, 1 - alpha], axis=-1)
+    return np.atleast_1d(lo), np.atleast_1d(hi)
 
 
 def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -192,9 +260,7 @@ def bonferroni(k: int, level: float = LEVEL) -> float:
 
 def _t_ratio(df: float, level: float) -> float:
     """Student's two-sided quantile at ``level`` over the one at :data:`LEVEL`."""
-    from scipy.stats import t
-
-    return float(t.ppf(1 - (1 - level) / 2, df) / t.ppf(1 - (1 - LEVEL) / 2, df))
+    return t_quantile(1 - (1 - level) / 2, df) / t_quantile(1 - (1 - LEVEL) / 2, df)
 
 
 def simultaneous_intervals(samples: Sequence[Sequence[float]], k: int,

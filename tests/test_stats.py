@@ -22,6 +22,7 @@ from lrlab.stats import (
     mean_intervals,
     pair_keys,
     paired_differences,
+    t_quantile,
 )
 from lrlab.terminal import print_results
 
@@ -33,6 +34,30 @@ def scipy_percentile(x, level=0.95):
                        method="percentile", confidence_level=level,
                        rng=np.random.default_rng(SEED))
     return res.confidence_interval.low, res.confidence_interval.high
+
+
+def test_the_bootstrap_draws_scipys_resamples_and_quantiles_to_the_last_digit():
+    from lrlab.stats import _mean, _mean_difference, _percentile
+
+    rng = np.random.default_rng(1)
+    for n in (2, 3, 5, 40):
+        x, y = rng.normal(0.9, 0.03, (4, n)), rng.normal(0.8, 0.05, (4, n + 1))
+        for data, statistic, level in (((x,), _mean, 0.95),
+                                       ((x, y), _mean_difference, 0.99)):
+            ref = st.bootstrap(data, statistic, n_resamples=RESAMPLES, vectorized=True,
+                               axis=-1, confidence_level=level, method="percentile",
+                               rng=np.random.default_rng(SEED)).confidence_interval
+            lo, hi = _percentile(data, statistic, level)
+            np.testing.assert_allclose(lo, ref.low, rtol=0, atol=1e-14)
+            np.testing.assert_allclose(hi, ref.high, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("df", [1, 1.5, 2, 3, 4.7, 10, 30, 250])
+def test_students_quantile_is_scipys_from_the_centre_to_bonferronis_far_tail(df):
+    for q in (0.6, 0.9, 0.975, 0.99, 1 - 0.025 / 1000, 1 - 0.025 / 1e5, 0.025):
+        assert t_quantile(q, df) == pytest.approx(st.t.ppf(q, df), rel=1e-9)
+    assert t_quantile(0.5, df) == 0.0
+    assert math.isnan(t_quantile(1.0, df)) and math.isnan(t_quantile(0.9, 0))
 
 
 def test_the_interval_is_scipys_percentile_bootstrap_widened_by_the_small_sample_factor():

@@ -255,7 +255,7 @@ def intervals_note(sw: SweepView) -> str:
     one = (" With one seed per configuration only the axis effects, paired over the grid's "
            "other settings, have intervals; --seeds 3 gives every number one."
            if sw.seeds < 2 else "")
-    return ("Intervals are 95% intervals of the mean: a percentile bootstrap (scipy) widened "
+    return ("Intervals are 95% intervals of the mean: a percentile bootstrap widened "
             "for small samples to keep its 95% with 2 to 5 seeds. Comparisons are paired "
             f"by seed{' and split' if over == 'seeds and splits' else ''}: runs with the same "
             f"seed share initialisation and batch order. They hold the variance of "
